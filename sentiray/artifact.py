@@ -1,0 +1,203 @@
+"""The artifact contract: `save_pretrained` model + tokenizer + `sentiray.json`, written last.
+
+The manifest lists the sha256 of every other file. Loaders refuse a folder without a valid manifest, with
+a file missing, changed or not listed, so a crash mid-write (or tampering) never yields a model that
+serving would load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sentiray import storage
+from sentiray.config import Truncation
+from sentiray.errors import ArtifactError
+from sentiray.labels import ID2LABEL
+
+MANIFEST_NAME = "sentiray.json"
+SCHEMA_VERSION = 1
+_CACHE_ROOT = Path.home() / ".cache" / "sentiray" / "artifacts"
+
+
+class ArtifactManifest(BaseModel):
+    """What `sentiray.json` holds (schema_version 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(SCHEMA_VERSION)
+    labels: dict[int, str]
+    max_length: int
+    truncation: Truncation
+    base_model: str
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    test_metrics: dict[str, Any] | None = None
+    validation_metrics: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str = ""
+    files: dict[str, str] = Field(description="relative path -> sha256 of every other file")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the model's numbers."""
+    out = {"python": platform.python_version()}
+    for dist in ("sentiray", "torch", "transformers", "tokenizers", "ray", "safetensors"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
+def write_artifact(
+    destination: str,
+    model: Any,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    truncation: Truncation | str,
+    base_model: str,
+    extra_files: dict[str, bytes] | None = None,
+    **manifest_fields: Any,
+) -> str:
+    """Save model, tokenizer and extra files to destination (path or URI), then the manifest last.
+
+    Returns the normalized destination. An existing manifest there is removed first, so a crash while
+    overwriting leaves a folder that loaders refuse rather than a mix of old and new files.
+    """
+    destination = storage.normalize_location(destination)
+    with tempfile.TemporaryDirectory(prefix="sentiray-artifact-") as tmp:
+        staging = Path(tmp)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        for rel, data in (extra_files or {}).items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+        manifest = ArtifactManifest(
+            labels=ID2LABEL,
+            max_length=max_length,
+            truncation=Truncation(truncation),
+            base_model=base_model,
+            versions=library_versions(),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            files=_hash_tree(staging),
+            **manifest_fields,
+        )
+        manifest_path = storage.join(destination, MANIFEST_NAME)
+        _clear_destination(destination, manifest_path)
+        storage.upload_dir(staging, destination)
+        storage.write_bytes(manifest_path, manifest.model_dump_json(indent=2).encode())
+    return destination
+
+
+def _clear_destination(destination: str, manifest_path: str) -> None:
+    """Make room for a new artifact: only an earlier artifact (or nothing) may be overwritten."""
+    fs, path = storage.filesystem(destination)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type != pafs.FileType.Directory:
+        raise ArtifactError(f"{destination}: exists and is not a folder")
+    entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    if entries and not storage.exists(manifest_path):
+        raise ArtifactError(f"{destination}: folder is not empty and holds no {MANIFEST_NAME}; refusing to overwrite")
+    # The manifest goes first: from here until the new one is written, loaders refuse the folder.
+    storage.delete_file(manifest_path)
+    fs.delete_dir_contents(path, missing_dir_ok=True)
+
+
+def verify_artifact(local_dir: str | Path) -> ArtifactManifest:
+    """Check a local artifact folder against its manifest; raise ArtifactError naming what is wrong."""
+    root = Path(local_dir)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(
+            f"{root}: no {MANIFEST_NAME}; not a sentiray artifact, or its write did not finish"
+        )
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        got = raw.get("schema_version") if isinstance(raw, dict) else None
+        raise ArtifactError(f"{manifest_path}: schema_version {got!r} is not supported (expected {SCHEMA_VERSION})")
+    try:
+        manifest = ArtifactManifest.model_validate(raw)
+    except ValidationError as e:
+        raise ArtifactError(f"{manifest_path}: invalid manifest: {e}") from e
+    actual = _hash_tree(root)
+    missing = sorted(set(manifest.files) - set(actual))
+    unlisted = sorted(set(actual) - set(manifest.files))
+    changed = sorted(f for f in manifest.files if f in actual and actual[f] != manifest.files[f])
+    problems = []
+    if missing:
+        problems.append(f"missing {missing}")
+    if changed:
+        problems.append(f"sha256 mismatch {changed}")
+    if unlisted:
+        problems.append(f"not in the manifest {unlisted}")
+    if problems:
+        raise ArtifactError(f"{root}: artifact does not match {MANIFEST_NAME}: {'; '.join(problems)}")
+    if not any(f.endswith(".safetensors") for f in manifest.files):
+        raise ArtifactError(f"{root}: no safetensors weights in the artifact")
+    return manifest
+
+
+def fetch_artifact(location: str, cache_root: Path | None = None) -> tuple[Path, ArtifactManifest]:
+    """A verified local copy of the artifact at a path or URI (URIs are downloaded to a cache)."""
+    location = storage.normalize_location(location)
+    if not storage.is_uri(location):
+        if not Path(location).is_dir():
+            raise ArtifactError(f"{location}: no such artifact folder")
+        return Path(location), verify_artifact(location)
+    cache = (cache_root or _CACHE_ROOT) / hashlib.sha256(location.encode()).hexdigest()[:24]
+    manifest_uri = storage.join(location, MANIFEST_NAME)
+    try:
+        remote_manifest = storage.read_bytes(manifest_uri)
+    except (FileNotFoundError, OSError) as e:
+        raise ArtifactError(f"{location}: no {MANIFEST_NAME} ({e})") from e
+    if (cache / MANIFEST_NAME).is_file() and (cache / MANIFEST_NAME).read_bytes() == remote_manifest:
+        try:
+            return cache, verify_artifact(cache)
+        except ArtifactError:
+            pass  # a damaged cache is downloaded again
+    if cache.exists():
+        shutil.rmtree(cache)
+    staging = Path(tempfile.mkdtemp(prefix="download-", dir=cache.parent if cache.parent.exists() else None))
+    try:
+        storage.download_dir(location, staging)
+        manifest = verify_artifact(staging)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(cache)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return cache, manifest

@@ -1,0 +1,305 @@
+"""Typed configuration of a training job, built from a preset, a YAML file and CLI flags (in that order).
+
+Every option lives in exactly one pydantic model below; the CLI flags, their `--help` text and the YAML
+keys are all generated from these fields, so there is one place to add or document an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import types
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sentiray.errors import ConfigError
+
+
+class Truncation(StrEnum):
+    """How a review longer than max_length is cut."""
+
+    HEAD = "head"  # keep the first tokens
+    HEAD_TAIL = "head_tail"  # keep the first quarter and the last three quarters (Sun et al., 2019)
+
+
+class Precision(StrEnum):
+    """Numeric precision of training or inference."""
+
+    AUTO = "auto"  # bf16 where the hardware has it (CUDA sm80+, CPUs with AVX512-BF16/AMX), else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class Scheduler(StrEnum):
+    """Learning-rate schedule after warmup."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class DataConfig(_Section):
+    """Where the labelled reviews come from and how they are split."""
+
+    dataset: str = Field(
+        "imdb",
+        description="Hugging Face Hub dataset id, or a local folder holding train/test files "
+        "(parquet, csv or jsonl) or an aclImdb-style tree (train/pos, train/neg, test/...)",
+    )
+    train_file: str | None = Field(None, description="Explicit train file (overrides --dataset)")
+    validation_file: str | None = Field(
+        None, description="Explicit validation file (default: carved from train)"
+    )
+    test_file: str | None = Field(None, description="Explicit test file")
+    text_column: str = Field("text", min_length=1, description="Column holding the review text")
+    label_column: str = Field(
+        "label", min_length=1, description="Column holding the label (0/1, neg/pos, NEGATIVE/POSITIVE)"
+    )
+    validation_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="Share of train carved out for validation (seeded)"
+    )
+    max_train_samples: int | None = Field(None, gt=0, description="Use at most this many train rows")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use at most this many validation rows")
+    max_test_samples: int | None = Field(None, gt=0, description="Use at most this many test rows")
+    data_seed: int = Field(42, description="Seed of the shuffle before the validation split and limits")
+
+
+class ModelConfig(_Section):
+    """The base model and how text becomes tokens."""
+
+    base_model: str = Field(
+        "distilbert-base-uncased", min_length=1, description="Hugging Face Hub id or local model folder"
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model")
+    max_length: int = Field(256, ge=16, le=8192, description="Tokens per review, special tokens included")
+    truncation: Truncation = Field(Truncation.HEAD_TAIL, description="How long reviews are cut")
+    allow_pickle: bool = Field(
+        False, description="Allow pickle (.bin) weights; only safetensors load without it"
+    )
+
+
+class OptimConfig(_Section):
+    """Optimisation hyper-parameters (per worker batch; the global batch is batch x workers x accum)."""
+
+    epochs: float = Field(2.0, gt=0, le=100, description="Passes over the train split")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps")
+    batch_size: int = Field(16, ge=1, le=4096, description="Reviews per worker per micro-batch")
+    grad_accum_steps: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step")
+    learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate (AdamW)")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up")
+    scheduler: Scheduler = Field(Scheduler.LINEAR, description="Decay after warmup")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
+    precision: Precision = Field(Precision.AUTO, description="Mixed precision of training")
+    eval_every_steps: int | None = Field(
+        None, gt=0, description="Evaluate and checkpoint every N optimizer steps (default: each epoch)"
+    )
+    log_every_steps: int = Field(10, gt=0, description="Print loss and throughput every N steps")
+    seed: int = Field(42, description="Seed of weights init, shuffling and dropout")
+    torch_threads: int | None = Field(
+        None, gt=0, description="Intra-op threads per worker (default: the worker's CPUs)"
+    )
+
+
+class RunConfig(_Section):
+    """Where and how the job runs: workers, storage, fault tolerance, output."""
+
+    num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (one process each)")
+    use_gpu: bool = Field(False, description="One GPU per worker")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    storage_path: str = Field(
+        "./runs", min_length=1, description="Checkpoint storage: a local/shared path or an s3:// URI"
+    )
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Run name (default: unique)"
+    )
+    resume: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="Continue the named run from its latest checkpoint",
+    )
+    max_failures: int = Field(1, ge=-1, description="Worker-group restarts allowed (-1: unlimited)")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best by eval accuracy)")
+    output: str | None = Field(
+        None, description="Artifact destination, a path or URI (default: <storage>/<name>/artifact)"
+    )
+
+    @model_validator(mode="after")
+    def _name_or_resume(self) -> RunConfig:
+        if self.name and self.resume and self.name != self.resume:
+            raise ValueError(f"name ({self.name!r}) and resume ({self.resume!r}) name different runs")
+        return self
+
+
+class TrainJobConfig(_Section):
+    """The whole training job."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the trained model (not where or under which name it runs)."""
+        payload = self.model_dump(mode="json")
+        for operational in ("name", "resume", "max_failures", "storage_path", "output", "keep_checkpoints"):
+            payload["run"].pop(operational)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def flat(self) -> dict[str, Any]:
+        """Field name -> value across all sections (field names are unique project-wide)."""
+        return {k: v for section in self.model_dump(mode="json").values() for k, v in section.items()}
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "run": RunConfig,
+}
+
+# Named starting points. `quick` finishes within minutes on a 2-core laptop with a MiniLM-size model.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "quick": {
+        "data": {"max_train_samples": 1200, "max_eval_samples": 200, "max_test_samples": 500},
+        "model": {"max_length": 128},
+        "optim": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-4, "log_every_steps": 5},
+        "run": {"num_workers": 2},
+    },
+}
+
+
+def _field_section() -> dict[str, str]:
+    owner: dict[str, str] = {}
+    for section, model in SECTIONS.items():
+        for field in model.model_fields:
+            if field in owner:  # pragma: no cover - guarded by a unit test
+                raise RuntimeError(f"option {field!r} is defined in both {owner[field]} and {section}")
+            owner[field] = section
+    return owner
+
+
+FIELD_SECTION = _field_section()
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: `section.field: message (got VALUE)`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        got = "" if e["type"] == "missing" else f" (got {e['input']!r})"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown option")
+        else:
+            lines.append(f"{loc}: {e['msg']}{got}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file of sections (`data:`, `model:`, `optim:`, `run:`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections {sorted(SECTIONS)}")
+    unknown = sorted(set(loaded) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"config file {p}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    return loaded
+
+
+def build_config(
+    preset: str = "default",
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainJobConfig:
+    """Preset, then YAML, then flat `field: value` overrides; validated here, errors name the field."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
+    raw: dict[str, Any] = _deep_merge({}, PRESETS[preset])
+    if yaml_path is not None:
+        raw = _deep_merge(raw, load_yaml_config(yaml_path))
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in (overrides or {}).items():
+        if key not in FIELD_SECTION:
+            raise ConfigError(f"{key}: unknown option")
+        nested.setdefault(FIELD_SECTION[key], {})[key] = value
+    raw = _deep_merge(raw, nested)
+    try:
+        return TrainJobConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+# --- CLI flags generated from the fields -------------------------------------------------------------
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """The non-None member of `X | None`."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return members[0]
+    return annotation
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--config`, `--preset` and one flag per config field, grouped by section."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file with data/model/optim/run sections")
+    parser.add_argument(
+        "--preset", default="default", choices=sorted(PRESETS), help="Named starting point (default: none)"
+    )
+    for section, model in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} options", model.__doc__)
+        for name, field in model.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            kind = _scalar_type(field.annotation)
+            default = field.default.value if isinstance(field.default, StrEnum) else field.default
+            help_text = f"{field.description} (default: {default})"
+            # argparse.SUPPRESS keeps unset flags out of the namespace, so YAML and presets are not
+            # overwritten by defaults.
+            if kind is bool:
+                group.add_argument(
+                    flag, dest=name, action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS, help=help_text,
+                )
+            elif isinstance(kind, type) and issubclass(kind, StrEnum):
+                group.add_argument(
+                    flag, dest=name, choices=[m.value for m in kind], default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                group.add_argument(
+                    flag, dest=name, type=kind, default=argparse.SUPPRESS,
+                    metavar=name.upper(), help=help_text,
+                )
+
+
+def config_from_namespace(args: argparse.Namespace) -> TrainJobConfig:
+    """Build the config from parsed flags (the ones the user set) over the preset and YAML file."""
+    values = vars(args)
+    overrides = {k: v for k, v in values.items() if k in FIELD_SECTION}
+    return build_config(values.get("preset", "default"), values.get("config"), overrides)

@@ -1,0 +1,269 @@
+"""Load, validate and split labelled reviews: Hub ids, local parquet/csv/jsonl files, aclImdb trees.
+
+Bad data stops the job with an error naming the file, the column and how many rows are bad: no row is
+ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from sentiray import storage
+from sentiray.config import DataConfig
+from sentiray.errors import DataError
+from sentiray.labels import ID2LABEL, parse_label
+
+_READERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Parallel lists of review texts and label ids (0 negative, 1 positive); ids are positions."""
+
+    texts: list[str]
+    labels: list[int]
+    source: str
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: np.ndarray | list[int], source: str | None = None) -> TextDataset:
+        return TextDataset(
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source or self.source
+        )
+
+    def label_counts(self) -> dict[str, int]:
+        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(ID2LABEL))
+        return {ID2LABEL[i]: int(c) for i, c in enumerate(counts)}
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train, validation and test splits plus where they came from (for the artifact manifest)."""
+
+    train: TextDataset
+    validation: TextDataset
+    test: TextDataset | None
+    description: str
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        splits = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {
+            "source": self.description,
+            "sha256": self.sha256,
+            "rows": {k: len(v) for k, v in splits.items() if v is not None},
+            "label_counts": {k: v.label_counts() for k, v in splits.items() if v is not None},
+        }
+
+
+def _sha256_file(location: str) -> str:
+    fs, path = storage.filesystem(location)
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_table(location: str) -> pa.Table:
+    suffix = Path(location.split("?")[0]).suffix.lower()
+    kind = _READERS.get(suffix)
+    if kind is None:
+        raise DataError(f"{location}: unsupported file type {suffix!r}; use one of {sorted(_READERS)}")
+    if not storage.exists(location):
+        raise DataError(f"{location}: file not found")
+    fs, path = storage.filesystem(location)
+    try:
+        if kind == "parquet":
+            return pq.read_table(path, filesystem=fs)
+        with fs.open_input_stream(path) as f:
+            if kind == "csv":
+                return pacsv.read_csv(f)
+            return pajson.read_json(f)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{location}: cannot be read as {kind}: {e}") from e
+
+
+def validate_columns(
+    texts: list[Any], labels: list[Any], source: str, text_column: str, label_column: str
+) -> TextDataset:
+    """Check every row; raise a DataError counting the bad ones, else return the clean dataset."""
+    n = len(texts)
+    if n == 0:
+        raise DataError(f"{source}: no rows")
+    bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad_text:
+        raise DataError(
+            f"{source}: column {text_column!r}: {len(bad_text)} of {n} rows are empty or not strings "
+            f"(first at row {bad_text[0]}: {texts[bad_text[0]]!r})"
+        )
+    parsed = [parse_label(v) for v in labels]
+    bad_label = [i for i, v in enumerate(parsed) if v is None]
+    if bad_label:
+        examples = sorted({repr(labels[i]) for i in bad_label[:1000]})[:5]
+        raise DataError(
+            f"{source}: column {label_column!r}: {len(bad_label)} of {n} rows have a label that is not "
+            f"one of the two classes (0/1, neg/pos, NEGATIVE/POSITIVE); found {', '.join(examples)}"
+        )
+    return TextDataset(list(texts), [int(v) for v in parsed if v is not None], source)
+
+
+def load_file(location: str, text_column: str = "text", label_column: str = "label") -> TextDataset:
+    """Read one parquet/csv/jsonl file (local or URI) and validate its text and label columns."""
+    table = _read_table(location)
+    missing = [c for c in (text_column, label_column) if c not in table.column_names]
+    if missing:
+        raise DataError(
+            f"{location}: missing column(s) {missing}; the file has {table.column_names} "
+            f"(choose others with --text-column / --label-column)"
+        )
+    return validate_columns(
+        table.column(text_column).to_pylist(), table.column(label_column).to_pylist(),
+        location, text_column, label_column,
+    )
+
+
+def load_aclimdb_split(root: Path, split: str) -> tuple[TextDataset, str]:
+    """Read `root/split/{neg,pos}/*.txt` (the layout of the original aclImdb archive)."""
+    texts: list[str] = []
+    labels: list[int] = []
+    digest = hashlib.sha256()
+    for label_id, folder in ((0, "neg"), (1, "pos")):
+        files = sorted((root / split / folder).glob("*.txt"))
+        if not files:
+            raise DataError(f"{root / split / folder}: no .txt reviews")
+        for f in files:
+            raw = f.read_bytes()
+            digest.update(f.relative_to(root).as_posix().encode() + b"\0" + raw)
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise DataError(f"{f}: not valid UTF-8 ({e})") from e
+            labels.append(label_id)
+    return validate_columns(texts, labels, str(root / split), "text", "label"), digest.hexdigest()
+
+
+def _find_split_file(folder: Path, split: str) -> str | None:
+    for suffix in _READERS:
+        candidate = folder / f"{split}{suffix}"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _load_hub(cfg: DataConfig) -> tuple[TextDataset, TextDataset | None, TextDataset | None, str]:
+    # Imported here: `datasets` is heavy and only needed for Hub ids.
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.dataset)
+    except Exception as e:  # the hub client raises many types; the message is what matters
+        raise DataError(
+            f"dataset {cfg.dataset!r}: cannot load from the Hugging Face Hub ({type(e).__name__}: {e}). "
+            "Offline? Point --dataset at a local folder or use --train-file/--test-file."
+        ) from e
+
+    def split(name: str) -> TextDataset | None:
+        if name not in ds:
+            return None
+        part = ds[name]
+        for col in (cfg.text_column, cfg.label_column):
+            if col not in part.column_names:
+                raise DataError(f"{cfg.dataset}[{name}]: missing column {col!r}; has {part.column_names}")
+        return validate_columns(
+            part[cfg.text_column], part[cfg.label_column], f"{cfg.dataset}[{name}]",
+            cfg.text_column, cfg.label_column,
+        )
+
+    train = split("train")
+    if train is None:
+        raise DataError(f"dataset {cfg.dataset!r} has no 'train' split; it has {list(ds)}")
+    fingerprint = ds["train"]._fingerprint  # the Hub revision's content hash as datasets computes it
+    return train, split("validation"), split("test"), f"hub:{cfg.dataset}@{fingerprint}"
+
+
+def _shuffled(ds: TextDataset, seed: int, limit: int | None) -> TextDataset:
+    order = np.random.default_rng(seed).permutation(len(ds))
+    if limit is not None:
+        order = order[:limit]
+    return ds.subset(order)
+
+
+def load_splits(cfg: DataConfig) -> DatasetSplits:
+    """Load train/validation/test as configured, carve validation from train, apply row limits."""
+    hashes: dict[str, str] = {}
+    test: TextDataset | None = None
+    validation: TextDataset | None = None
+    local = Path(cfg.dataset).expanduser()
+    if cfg.train_file:
+        train = load_file(cfg.train_file, cfg.text_column, cfg.label_column)
+        hashes[cfg.train_file] = _sha256_file(cfg.train_file)
+        description = f"files:{cfg.train_file}"
+    elif storage.is_uri(cfg.dataset) or local.exists():
+        if storage.is_uri(cfg.dataset):
+            raise DataError(f"dataset {cfg.dataset!r}: for object-store data use --train-file/--test-file")
+        if not local.is_dir():
+            raise DataError(f"dataset {local}: expected a folder (use --train-file for a single file)")
+        if (local / "train" / "pos").is_dir():
+            train, hashes["aclImdb/train"] = load_aclimdb_split(local, "train")
+            if (local / "test" / "pos").is_dir() and not cfg.test_file:
+                test, hashes["aclImdb/test"] = load_aclimdb_split(local, "test")
+            description = f"aclImdb:{local}"
+        else:
+            train_path = _find_split_file(local, "train")
+            if train_path is None:
+                raise DataError(
+                    f"dataset {local}: no train.parquet/.csv/.jsonl and no aclImdb train/pos folder"
+                )
+            train = load_file(train_path, cfg.text_column, cfg.label_column)
+            hashes[train_path] = _sha256_file(train_path)
+            for split_name in ("validation", "test"):
+                path = _find_split_file(local, split_name)
+                if path and not getattr(cfg, f"{split_name}_file"):
+                    loaded = load_file(path, cfg.text_column, cfg.label_column)
+                    hashes[path] = _sha256_file(path)
+                    if split_name == "test":
+                        test = loaded
+                    else:
+                        validation = loaded
+            description = f"folder:{local}"
+    else:
+        train, validation, test, description = _load_hub(cfg)
+
+    for split_name in ("validation", "test"):
+        path = getattr(cfg, f"{split_name}_file")
+        if path:
+            loaded = load_file(path, cfg.text_column, cfg.label_column)
+            hashes[path] = _sha256_file(path)
+            if split_name == "test":
+                test = loaded
+            else:
+                validation = loaded
+
+    train = _shuffled(train, cfg.data_seed, None)
+    if validation is None:
+        n_val = max(1, round(len(train) * cfg.validation_fraction))
+        if len(train) - n_val < 1:
+            raise DataError(f"{train.source}: {len(train)} rows are too few to carve a validation split")
+        validation = TextDataset(train.texts[:n_val], train.labels[:n_val], f"{train.source}[validation]")
+        train = TextDataset(train.texts[n_val:], train.labels[n_val:], f"{train.source}[train]")
+    if cfg.max_train_samples is not None:
+        train = train.subset(range(min(cfg.max_train_samples, len(train))))  # type: ignore[arg-type]
+    validation = _shuffled(validation, cfg.data_seed, cfg.max_eval_samples)
+    if test is not None:
+        test = _shuffled(test, cfg.data_seed, cfg.max_test_samples)
+    return DatasetSplits(train, validation, test, description, hashes)

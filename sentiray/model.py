@@ -1,0 +1,110 @@
+"""Build the classifier and tokenizer from a Hub id or a local folder, safely.
+
+`trust_remote_code` is never enabled, and weights load from safetensors only unless pickle is
+explicitly allowed: a pickle checkpoint can run arbitrary code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sentiray.config import Precision
+from sentiray.errors import ModelLoadError
+from sentiray.labels import ID2LABEL, LABEL2ID, NUM_LABELS
+
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def _refuse_local_pickle(name_or_path: str, allow_pickle: bool) -> None:
+    folder = Path(name_or_path)
+    if allow_pickle or not folder.is_dir():
+        return
+    has_safetensors = any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    pickles = [p for p in _PICKLE_WEIGHTS if (folder / p).exists()]
+    if pickles and not has_safetensors:
+        raise ModelLoadError(
+            f"{folder}: only pickle weights ({', '.join(pickles)}); pickle can execute code when loaded. "
+            "Convert them to safetensors, or pass --allow-pickle if you trust the source."
+        )
+
+
+def _quiet_transformers() -> None:
+    # Per-shard progress bars flood Ray worker logs; sentiray prints its own progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
+    """The fast tokenizer of a base model or artifact."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load ({e})") from e
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    allow_pickle: bool = False,
+    revision: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """A sequence classifier with the project's two labels (a new head if the base has none)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    _refuse_local_pickle(name_or_path, allow_pickle)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            revision=revision,
+            num_labels=NUM_LABELS,
+            id2label=ID2LABEL,
+            label2id=LABEL2ID,
+            trust_remote_code=False,
+            use_safetensors=None if allow_pickle else True,
+            dtype=dtype,
+        )
+    except (OSError, ValueError, EnvironmentError) as e:
+        hint = "" if allow_pickle else " (only safetensors weights load without --allow-pickle)"
+        raise ModelLoadError(f"model {name_or_path!r}: cannot load{hint}: {e}") from e
+    return model
+
+
+def resolve_device(use_gpu: bool | None = None) -> torch.device:
+    """cuda when asked for (or available, if unspecified), else cpu."""
+    if use_gpu or (use_gpu is None and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ModelLoadError("a GPU was requested but CUDA is not available on this node")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), so bf16 is faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """The compute dtype for a precision setting on a device."""
+    precision = Precision(precision)
+    if precision == Precision.AUTO:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    if precision == Precision.FP16 and device.type == "cpu":
+        raise ModelLoadError("precision fp16 is for GPUs; use bf16 or fp32 on CPU")
+    return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
