@@ -1,0 +1,58 @@
+"""The `sentiray` command: one subcommand per module in sentiray.commands.
+
+Each command module defines `register(subparsers)`, which adds its parser and sets `handler` to a
+function taking the parsed namespace and returning an exit code. Modules import heavy libraries (Ray,
+torch, kubernetes) inside their handlers, so `sentiray --help` stays fast and Ray-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from sentiray.errors import SentirayError
+
+# Order is the order shown in --help.
+COMMAND_MODULES = [
+    "sentiray.commands.train",
+]
+
+log = logging.getLogger("sentiray")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentiray", description="Sentiment analysis fine-tuned with Ray Train and served with Ray Serve."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from sentiray import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run the handler; user-facing errors exit 1 with their message, no traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SentirayError as e:
+        print(f"sentiray {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sentiray {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

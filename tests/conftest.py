@@ -1,0 +1,99 @@
+"""Shared fixtures. Tests are marked unit/integration/e2e by their folder.
+
+Ray is started with token authentication set explicitly (RAY_AUTH_MODE) and a temporary HOME: a fresh
+`ray.init()` turns token auth on by itself and `ray start` only when a token file exists, so without
+this the suite would depend on test order and on the developer's home folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import build_tiny_model, synthetic_reviews, write_parquet
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="sentiray-test-home-")
+os.environ["HOME"] = _SESSION_HOME
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray workers on a 2-core machine: keep each process to one BLAS thread unless a test says otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+_FOLDER_MARKS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for folder, mark in _FOLDER_MARKS.items():
+            if f"{os.sep}tests{os.sep}{folder}{os.sep}" in str(item.fspath):
+                item.add_marker(mark)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 2-layer DistilBERT with its own WordPiece tokenizer (no Hub needed)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train.parquet (600 rows) and test.parquet (240 rows) of separable synthetic reviews."""
+    folder = tmp_path_factory.mktemp("synthetic-data")
+    write_parquet(folder / "train.parquet", *synthetic_reviews(600, seed=1))
+    write_parquet(folder / "test.parquet", *synthetic_reviews(240, seed=2))
+    return folder
+
+
+class _LastCheckpoint:
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.metrics: dict[str, Any] = {}
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import shutil
+
+        self.metrics = metrics
+        if checkpoint_dir:
+            self.folder = Path(tempfile.mkdtemp(prefix="ckpt-"))
+            shutil.copytree(checkpoint_dir, self.folder, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained tiny artifact (in-process, no Ray): separates the synthetic classes."""
+    from sentiray.config import build_config
+    from sentiray.data import load_splits
+    from sentiray.export import export_checkpoint
+    from sentiray.training import WorkerContext, run_training
+
+    cfg = build_config(
+        overrides={
+            "dataset": str(synthetic_data_dir), "base_model": str(tiny_model_dir), "max_length": 64,
+            "epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "num_workers": 1, "precision": "fp32",
+        }
+    )
+    splits = load_splits(cfg.data)
+    reporter = _LastCheckpoint()
+    run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
+    assert reporter.folder is not None
+    out = tmp_path_factory.mktemp("tiny-artifact") / "artifact"
+    export_checkpoint(str(reporter.folder), cfg, str(out), test=splits.test, dataset_summary=splits.summary())
+    return out
+
+
+@pytest.fixture
+def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Environment for a test that starts Ray: auth mode explicit, HOME and temp dirs private."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    yield dict(os.environ)
