@@ -127,6 +127,10 @@ class RunConfig(_Section):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="Continue the named run from its latest checkpoint",
     )
+    resume_if_exists: bool = Field(
+        False, description="With --name: continue that run if it exists unfinished, else start it "
+        "(one command for a first try and its retries, as a RayJob needs)",
+    )
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts allowed (-1: unlimited)")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best by eval accuracy)")
     output: str | None = Field(
@@ -151,7 +155,9 @@ class TrainJobConfig(_Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained model (not where or under which name it runs)."""
         payload = self.model_dump(mode="json")
-        for operational in ("name", "resume", "max_failures", "storage_path", "output", "keep_checkpoints"):
+        for operational in (
+            "name", "resume", "resume_if_exists", "max_failures", "storage_path", "output", "keep_checkpoints"
+        ):
             payload["run"].pop(operational)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -93,8 +93,11 @@ def _all_gather(obj: Any, ctx: WorkerContext) -> list[Any]:
 
 
 def _print(ctx: WorkerContext, message: str) -> None:
+    # sys.stdout.write, not print: Ray Train patches print() to also log, and workers' output would
+    # reach the driver twice.
     if ctx.is_main:
-        print(message, flush=True)
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
 
 
 def _progress_bar(done: int, total: int, width: int = 24) -> str:
@@ -321,9 +324,10 @@ def run_training(
             interval_loss, interval_rows, interval_started = 0.0, 0, time.perf_counter()
 
         if done % schedule.eval_every == 0 or done == schedule.total_steps:
+            throughput = rows_seen / max(time.perf_counter() - run_started, 1e-9)
             last_metrics = _evaluate_and_report(
                 cfg, ctx, reporter, model, tokenizer, optimizer, scheduler, validation, state, done,
-                schedule, autocast, final=done == schedule.total_steps,
+                schedule, autocast, final=done == schedule.total_steps, train_samples_per_s=throughput,
             )
     wall = time.perf_counter() - run_started
     _print(
@@ -349,6 +353,7 @@ def _evaluate_and_report(
     schedule: _Schedule,
     autocast: Callable[[], Any],
     final: bool,
+    train_samples_per_s: float,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     m = evaluate(model, tokenizer, validation, cfg, ctx, autocast)
@@ -367,7 +372,8 @@ def _evaluate_and_report(
         "total_steps": schedule.total_steps,
         "done": final,
         "attempt_start_steps": [a["start_step"] for a in state["attempts"]],
-        "eval_seconds": time.perf_counter() - started,
+        "seconds_in_eval": time.perf_counter() - started,
+        "train_samples_per_s": train_samples_per_s,
     }
     if final:
         metrics["weight_fingerprints"] = _all_gather(weights_fingerprint(model), ctx)

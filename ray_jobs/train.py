@@ -1,0 +1,314 @@
+"""Fine-tune a sentiment classifier with Ray Train: `python -m ray_jobs.train [options]`.
+
+The same entrypoint runs on a laptop (a local Ray is started if none is running), under
+`ray job submit`, and as a KubeRay RayJob. Ray plumbing only: data loading, the training loop and the
+artifact live in the Ray-free core (`sentiray`).
+
+A run's checkpoints live in `<storage>/<name>/` (Ray Train's layout) next to `sentiray_run.json`, which
+records the config fingerprint and whether the run finished, so that `--resume NAME` continues only an
+unfinished run of the same configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sentiray import storage
+from sentiray.config import TrainJobConfig, add_config_arguments, config_from_namespace
+from sentiray.data import DatasetSplits, load_splits
+from sentiray.errors import RunStateError, SentirayError
+from sentiray.metrics import format_metrics_table
+
+RUN_STATE_FILE = "sentiray_run.json"
+RESULT_PREFIX = "SENTIRAY_RESULT "
+
+log = logging.getLogger("sentiray.train")
+
+
+# --- run state --------------------------------------------------------------------------------------
+
+
+def _run_state_uri(cfg: TrainJobConfig, name: str) -> str:
+    return storage.join(cfg.run.storage_path, name, RUN_STATE_FILE)
+
+
+def read_run_state(cfg: TrainJobConfig, name: str) -> dict[str, Any] | None:
+    uri = _run_state_uri(cfg, name)
+    if not storage.exists(uri):
+        return None
+    state: dict[str, Any] = json.loads(storage.read_bytes(uri))
+    return state
+
+
+def write_run_state(cfg: TrainJobConfig, name: str, status: str, **extra: Any) -> None:
+    previous = read_run_state(cfg, name) or {}
+    state = {
+        **previous,
+        "name": name,
+        "status": status,
+        "fingerprint": cfg.fingerprint(),
+        "config": cfg.model_dump(mode="json"),
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    state.setdefault("created_at", state["updated_at"])
+    storage.write_bytes(_run_state_uri(cfg, name), json.dumps(state, indent=2).encode())
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changed = []
+    for section, fields in new.items():
+        for key, value in fields.items():
+            before = old.get(section, {}).get(key)
+            if before != value:
+                changed.append(f"{section}.{key}: {before!r} -> {value!r}")
+    return changed
+
+
+def resolve_run_name(cfg: TrainJobConfig) -> tuple[str, bool]:
+    """(run name, resuming?) after checking the storage: refuses what would silently go wrong."""
+    target = cfg.run.resume or cfg.run.name
+    if target is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        return f"sentiray-{stamp}-{secrets.token_hex(3)}", False
+    state = read_run_state(cfg, target)
+    wants_resume = cfg.run.resume is not None or cfg.run.resume_if_exists
+    if state is None:
+        if cfg.run.resume is not None:
+            raise RunStateError(
+                f"resume: no run named {target!r} under {cfg.run.storage_path} (no {RUN_STATE_FILE})"
+            )
+        return target, False
+    if not wants_resume:
+        raise RunStateError(
+            f"name: a run named {target!r} already exists under {cfg.run.storage_path}; "
+            f"continue it with --resume {target}, or choose another name"
+        )
+    if state.get("status") == "succeeded":
+        raise RunStateError(
+            f"resume: run {target!r} already finished (artifact: {state.get('artifact')}); "
+            "start a new run instead of resuming it"
+        )
+    if state.get("fingerprint") != cfg.fingerprint():
+        diff = _config_diff(state.get("config", {}), cfg.model_dump(mode="json"))
+        ignored = ("run.name", "run.resume", "run.max_failures", "run.storage_path", "run.output",
+                   "run.keep_checkpoints", "run.resume_if_exists")
+        diff = [d for d in diff if not d.startswith(ignored)]
+        raise RunStateError(
+            f"resume: run {target!r} was started with a different configuration; resuming would mix "
+            f"two trainings. Changed: {'; '.join(diff) or 'unknown'}"
+        )
+    return target, True
+
+
+# --- the worker -------------------------------------------------------------------------------------
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: set up the context, resume if Ray hands a checkpoint, train."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from sentiray.training import WorkerContext, run_training
+
+    cfg = TrainJobConfig.model_validate(config["cfg"])
+    splits: DatasetSplits = ray.get(config["splits_ref"])
+    context = ray.train.get_context()
+    ctx = WorkerContext(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+
+    class RayReporter:
+        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        run_training(cfg, splits.train, splits.validation, ctx, RayReporter())
+        return
+    with checkpoint.as_directory() as folder:
+        # Copy out: the loop reads the folder lazily (model, optimizer) while training.
+        local = tempfile.mkdtemp(prefix="sentiray-resume-")
+        _copy_tree(folder, local)
+    run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    import shutil
+
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def _export_task(
+    best_checkpoint: Any, latest_checkpoint: Any, cfg_json: dict[str, Any], splits: DatasetSplits, output: str,
+    validation_metrics: dict[str, Any],
+) -> tuple[str, dict[str, Any] | None]:
+    """Runs as a Ray task (on a GPU when training used GPUs): test evaluation + artifact write.
+
+    `splits` arrives resolved: Ray passes the object behind a top-level ObjectRef argument.
+    """
+    from sentiray.export import export_checkpoint
+    from sentiray.training import read_checkpoint_state
+
+    cfg = TrainJobConfig.model_validate(cfg_json)
+    with latest_checkpoint.as_directory() as latest:
+        history = read_checkpoint_state(latest).get("history", [])
+    with best_checkpoint.as_directory() as best:
+        return export_checkpoint(
+            best, cfg, output, test=splits.test, dataset_summary=splits.summary(),
+            history=history, validation_metrics=validation_metrics,
+            device="cuda" if cfg.run.use_gpu else "cpu",
+        )
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+
+def init_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS (set by `ray job submit` and KubeRay), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Local clusters keep the dashboard on loopback; on a cluster the operator decides.
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS"),
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        **({} if os.environ.get("RAY_ADDRESS") else {"dashboard_host": "127.0.0.1"}),
+    )
+
+
+def run(cfg: TrainJobConfig) -> dict[str, Any]:
+    """Train, evaluate the best checkpoint on the test split, write the artifact; returns the result."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    name, resuming = resolve_run_name(cfg)
+    output = cfg.run.output or storage.join(cfg.run.storage_path, name, "artifact")
+    splits = load_splits(cfg.data)  # validated before any worker starts
+    if splits.test is None:
+        log.warning("no test split: the artifact will carry no test metrics")
+    print(
+        f"run {name!r} ({'resuming' if resuming else 'new'}): train {len(splits.train)}, "
+        f"validation {len(splits.validation)}, test {len(splits.test) if splits.test else 0} rows "
+        f"from {splits.description}",
+        flush=True,
+    )
+    init_ray()
+    write_run_state(cfg, name, "running", artifact=None)
+    splits_ref = ray.put(splits)
+    # The same pyarrow filesystem as the run state and artifact (an S3 endpoint from AWS_ENDPOINT_URL).
+    storage_fs, storage_path = storage.filesystem(cfg.run.storage_path)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "splits_ref": splits_ref},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker, **({"GPU": 1} if cfg.run.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.run.keep_checkpoints,
+                checkpoint_score_attribute="eval_accuracy",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        write_run_state(cfg, name, "failed", error=f"{type(e).__name__}: {e}")
+        raise TrainingFailed(f"run {name!r} failed: {e}. Continue it with --resume {name}") from e
+    train_seconds = time.perf_counter() - started
+    if not result.best_checkpoints or result.checkpoint is None:
+        write_run_state(cfg, name, "failed", error="no checkpoint")
+        raise TrainingFailed(f"run {name!r} reported no checkpoint")
+    best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["eval_accuracy"])
+    final_metrics = result.metrics or {}
+
+    export = ray.remote(_export_task).options(
+        num_cpus=cfg.run.cpus_per_worker, num_gpus=1 if cfg.run.use_gpu else 0, max_retries=2
+    )
+    location, test_metrics = ray.get(
+        export.remote(best_checkpoint, result.checkpoint, cfg.model_dump(mode="json"), splits_ref, output,
+                      {k: v for k, v in best_metrics.items() if k.startswith("eval_")})
+    )
+    write_run_state(cfg, name, "succeeded", artifact=location, test_metrics=test_metrics)
+    wall = time.perf_counter() - started
+    if test_metrics:
+        print(format_metrics_table(test_metrics, f"test metrics (best checkpoint, step {best_metrics['step']})"))
+    print(f"artifact: {location}")
+    print(
+        f"done in {wall:.1f}s (training {train_seconds:.1f}s at "
+        f"{final_metrics.get('train_samples_per_s', 0.0):.1f} samples/s over {cfg.run.num_workers} worker(s))"
+    )
+    summary = {
+        "run": name,
+        "artifact": location,
+        "storage": storage.join(cfg.run.storage_path, name),
+        "test_metrics": test_metrics,
+        "best_step": best_metrics.get("step"),
+        "validation": {k: v for k, v in best_metrics.items() if k.startswith("eval_")},
+        "attempt_start_steps": final_metrics.get("attempt_start_steps", []),
+        "weight_fingerprints": final_metrics.get("weight_fingerprints", []),
+        "train_samples_per_s": final_metrics.get("train_samples_per_s"),
+        "wall_seconds": round(wall, 2),
+    }
+    print(RESULT_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    return summary
+
+
+class TrainingFailed(SentirayError):
+    """The Ray Train run failed (after its allowed restarts)."""
+
+
+def build_parser(prog: str = "python -m ray_jobs.train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fine-tune a sentiment classifier on Ray Train and write a served artifact. "
+        "Options come from --preset, then --config YAML, then flags.",
+    )
+    add_config_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.train") -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser(prog).parse_args(argv)
+    try:
+        cfg = config_from_namespace(args)
+        run(cfg)
+    except SentirayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["RESULT_PREFIX", "RUN_STATE_FILE", "main", "resolve_run_name", "run"]

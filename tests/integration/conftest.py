@@ -1,0 +1,92 @@
+"""Serve fixtures: one local Ray + Serve per test module, on 127.0.0.1 and free ports.
+
+Ray's node exports metrics (Serve's and ours) in Prometheus text at `http://127.0.0.1:<port>/metrics`,
+the port given as `_metrics_export_port`; workers push to it every `metrics_report_interval_ms`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServeInstance:
+    base_url: str
+    metrics_url: str
+
+    def scrape(self) -> str:
+        return httpx.get(self.metrics_url, timeout=10).text
+
+
+_SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)", re.MULTILINE)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` (exact) whose labels include `labels`."""
+    total = 0.0
+    for m in _SAMPLE.finditer(text):
+        if m.group("name") != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group("labels") or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group("value"))
+    return total
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
+    """Poll until predicate returns a truthy value; fail the test after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (httpx.HTTPError, OSError) as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def serve_instance() -> Iterator[ServeInstance]:
+    """Local Ray (4 logical CPUs on this 2-core machine) with Serve's proxy on 127.0.0.1."""
+    import ray
+    from ray import serve
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    http_port, metrics_port = free_port(), free_port()
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+        logging_level="warning",
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        yield ServeInstance(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics")
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def wait_healthy(base_url: str, timeout_s: float = 120) -> None:
+    wait_for(lambda: httpx.get(f"{base_url}/health", timeout=5).status_code == 200, timeout_s, "/health 200")
