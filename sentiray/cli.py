@@ -18,6 +18,7 @@ from sentiray.errors import SentirayError
 # Order is the order shown in --help.
 COMMAND_MODULES = [
     "sentiray.commands.train",
+    "sentiray.commands.k8s",
 ]
 
 log = logging.getLogger("sentiray")

@@ -1,0 +1,395 @@
+"""Cluster operations with the `kubernetes` client: create and follow a RayJob, read its result, report status.
+
+Every API failure is turned into a KubeError that says what to check: no cluster (nothing configured
+or nothing answering), no KubeRay CRDs (the ray.io/v1 group is not served) or no permission (403).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sentiray.kube.errors import ForbiddenError, KubeError, MissingCRDError, NoClusterError
+from sentiray.kube.resources import (
+    GROUP,
+    RAYJOB,
+    RAYSERVICE,
+    VERSION,
+    Resource,
+    is_terminal,
+    parse_result_line,
+)
+
+log = logging.getLogger(__name__)
+
+SERVE_PORT = 8000
+
+
+@contextmanager
+def _api_errors(action: str) -> Iterator[None]:
+    """Map client and transport errors to KubeError subclasses naming `action`."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as e:
+        if e.status in (401, 403):
+            reason = _api_message(e)
+            raise ForbiddenError(
+                f"{action}: {'forbidden' if e.status == 403 else 'unauthorized'} ({reason}); "
+                "check your credentials and that your RBAC role allows it"
+            ) from None
+        raise KubeError(f"{action}: HTTP {e.status} {_api_message(e)}") from None
+    except HTTPError as e:
+        raise NoClusterError(f"{action}: cannot reach the Kubernetes API server ({e})") from None
+
+
+def _api_message(e: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(e.body).get("message") or e.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(e.reason)
+
+
+@dataclass
+class Cluster:
+    """A connection to one cluster, with the API groups the operations use."""
+
+    api_client: Any
+    namespace: str
+    custom: Any = field(init=False)
+    core: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None) -> Cluster:
+    """Load a kubeconfig (KUBECONFIG, ~/.kube/config) or the in-cluster service account."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        default_ns = (active or {}).get("context", {}).get("namespace")
+        if context:
+            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = next((c for c in contexts if c["name"] == context), None)
+            default_ns = (chosen or {}).get("context", {}).get("namespace")
+    except (ConfigException, FileNotFoundError) as e:
+        if kubeconfig or context:
+            raise NoClusterError(f"kubeconfig: {e}") from None
+        try:
+            config.load_incluster_config()
+        except ConfigException:
+            raise NoClusterError(
+                "no cluster configured: no kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a pod"
+            ) from None
+        api_client = client.ApiClient()
+        default_ns = _incluster_namespace()
+    return Cluster(api_client, namespace or default_ns or "default")
+
+
+def _incluster_namespace() -> str | None:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def require_kuberay(cluster: Cluster, *resources: Resource) -> None:
+    """Fail clearly unless the cluster serves ray.io/v1 with the given resources."""
+    from kubernetes.client.exceptions import ApiException
+
+    with _api_errors("checking for the KubeRay CRDs"):
+        try:
+            served = cluster.custom.get_api_resources(GROUP, VERSION)
+        except ApiException as e:
+            if e.status == 404:
+                raise MissingCRDError(
+                    f"the cluster does not serve {GROUP}/{VERSION}: install the KubeRay operator "
+                    "and its CRDs (helm install kuberay-operator kuberay/kuberay-operator)"
+                ) from None
+            raise
+    names = {r.name for r in (served.resources or [])}
+    missing = [r.plural for r in resources if r.plural not in names]
+    if missing:
+        raise MissingCRDError(
+            f"the cluster serves {GROUP}/{VERSION} without {', '.join(missing)}: upgrade the KubeRay CRDs"
+        )
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool = False) -> dict[str, Any]:
+    """Create the RayJob of `docs` (and the PVCs it mounts); returns the RayJob as stored."""
+    from kubernetes.client.exceptions import ApiException
+
+    rayjobs = [d for d in docs if d.get("kind") == RAYJOB.kind]
+    if len(rayjobs) != 1:
+        raise KubeError(f"expected exactly one RayJob in the manifests, found {len(rayjobs)}")
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind == "PersistentVolumeClaim":
+            with _api_errors(f"creating PersistentVolumeClaim {doc['metadata']['name']}"):
+                try:
+                    cluster.core.create_namespaced_persistent_volume_claim(cluster.namespace, doc)
+                    log.info("created PersistentVolumeClaim %s", doc["metadata"]["name"])
+                except ApiException as e:
+                    if e.status != 409:
+                        raise
+        elif kind != RAYJOB.kind:
+            log.warning("skipping %s %s: apply it with helm or kubectl", kind, doc.get("metadata", {}).get("name"))
+    body = rayjobs[0]
+    name = body["metadata"]["name"]
+    body["metadata"]["namespace"] = cluster.namespace
+    with _api_errors(f"creating RayJob {name}"):
+        try:
+            created: dict[str, Any] = cluster.custom.create_namespaced_custom_object(
+                GROUP, VERSION, cluster.namespace, RAYJOB.plural, body
+            )
+            return created
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    if not attach:
+        raise KubeError(
+            f"RayJob {name} already exists in {cluster.namespace}: follow it with --attach, "
+            f"or delete it (kubectl -n {cluster.namespace} delete rayjob {name})"
+        )
+    return get_object(cluster, RAYJOB, name)
+
+
+def get_object(cluster: Cluster, resource: Resource, name: str) -> dict[str, Any]:
+    """Read one custom object; a missing one is a KubeError naming it."""
+    from kubernetes.client.exceptions import ApiException
+
+    with _api_errors(f"reading {resource.kind} {name}"):
+        try:
+            obj: dict[str, Any] = cluster.custom.get_namespaced_custom_object(
+                GROUP, VERSION, cluster.namespace, resource.plural, name
+            )
+            return obj
+        except ApiException as e:
+            if e.status == 404:
+                raise KubeError(f"{resource.kind} {name} not found in namespace {cluster.namespace}") from None
+            raise
+
+
+def _job_summary(obj: dict[str, Any]) -> tuple[Any, ...]:
+    status = obj.get("status") or {}
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []
+    )
+    return (
+        status.get("jobDeploymentStatus") or "New",
+        status.get("jobStatus") or "-",
+        status.get("reason"),
+        status.get("message"),
+        status.get("failed"),
+        (status.get("rayClusterStatus") or {}).get("state"),
+        conditions,
+    )
+
+
+def describe_job_change(obj: dict[str, Any]) -> str:
+    """One line for a RayJob status: deployment status, Ray job status, attempts, reason."""
+    deployment, job, reason, message, failed, cluster_state, conditions = _job_summary(obj)
+    parts = [f"deployment={deployment}", f"job={job}"]
+    if cluster_state:
+        parts.append(f"cluster={cluster_state}")
+    if failed:
+        parts.append(f"failed attempts={failed}")
+    parts += [f"{t}={s}" + (f" ({r})" if r else "") for t, s, r in conditions]
+    if reason:
+        parts.append(f"reason={reason}")
+    if message:
+        parts.append(f"message={message}")
+    return " ".join(parts)
+
+
+def follow_rayjob(
+    cluster: Cluster,
+    name: str,
+    *,
+    timeout_s: float | None = None,
+    on_change: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Watch the RayJob until it is Complete or Failed; calls `on_change` on every status change."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    obj = get_object(cluster, RAYJOB, name)
+    last = _job_summary(obj)
+    if on_change:
+        on_change(obj)
+    while not is_terminal(obj):
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise KubeError(f"RayJob {name} did not finish within {timeout_s:.0f}s (it keeps running)")
+        w = watch.Watch()
+        try:
+            with _api_errors(f"watching RayJob {name}"):
+                for event in w.stream(
+                    cluster.custom.list_namespaced_custom_object, GROUP, VERSION, cluster.namespace,
+                    RAYJOB.plural, field_selector=f"metadata.name={name}",
+                    resource_version=obj["metadata"].get("resourceVersion"),
+                    timeout_seconds=int(min(remaining or 60, 60)) or 1,
+                ):
+                    if event["type"] == "DELETED":
+                        raise KubeError(f"RayJob {name} was deleted while being followed")
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
+                    obj = event["object"]
+                    summary = _job_summary(obj)
+                    if summary != last:
+                        last = summary
+                        if on_change:
+                            on_change(obj)
+                    if is_terminal(obj):
+                        break
+        except KubeError as e:
+            if "HTTP 410" not in str(e):
+                raise
+        except ApiException as e:  # pragma: no cover - _api_errors maps these
+            raise KubeError(str(e)) from None
+        finally:
+            w.stop()
+        if not is_terminal(obj):
+            # The watch expired (or its resourceVersion is gone): read the object again and go on.
+            obj = get_object(cluster, RAYJOB, name)
+            summary = _job_summary(obj)
+            if summary != last:
+                last = summary
+                if on_change:
+                    on_change(obj)
+    return obj
+
+
+def _pods(cluster: Cluster, selector: str) -> list[Any]:
+    with _api_errors(f"listing pods ({selector})"):
+        pods = cluster.core.list_namespaced_pod(cluster.namespace, label_selector=selector).items
+    return sorted(pods, key=lambda p: p.metadata.creation_timestamp or 0, reverse=True)
+
+
+def read_job_result(cluster: Cluster, rayjob: dict[str, Any]) -> dict[str, Any] | None:
+    """The `SENTIRAY_RESULT` JSON from the job's output, read through the pod log API.
+
+    In K8sJobMode the submitter pod (of the Kubernetes Job named like the RayJob) tails the Ray job's
+    output, so the line is in its log; the newest pod is the last attempt's.
+    """
+    name = rayjob["metadata"]["name"]
+    candidates = [(p, None) for p in _pods(cluster, f"job-name={name}")]
+    cluster_name = (rayjob.get("status") or {}).get("rayClusterName")
+    if cluster_name:
+        candidates += [(p, "ray-head") for p in _pods(cluster, f"ray.io/cluster={cluster_name},ray.io/node-type=head")]
+    for pod, container in candidates:
+        with _api_errors(f"reading the log of pod {pod.metadata.name}"):
+            text = cluster.core.read_namespaced_pod_log(
+                pod.metadata.name, cluster.namespace, **({"container": container} if container else {})
+            )
+        result = parse_result_line(text or "")
+        if result is not None:
+            return result
+    return None
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def list_objects(cluster: Cluster, resource: Resource) -> list[dict[str, Any]]:
+    """All objects of a KubeRay resource in the namespace."""
+    with _api_errors(f"listing {resource.plural}"):
+        listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, resource.plural)
+    return list(listed.get("items", []))
+
+
+def serve_endpoint(cluster: Cluster, rayservice: dict[str, Any]) -> str:
+    """In-cluster URL of the RayService's Serve Service (KubeRay names it <name>-serve-svc)."""
+    name = rayservice["metadata"]["name"]
+    return f"http://{name}-serve-svc.{cluster.namespace}.svc:{SERVE_PORT}"
+
+
+def job_report(rayjob: dict[str, Any]) -> list[str]:
+    """Human-readable lines about a RayJob."""
+    status = rayjob.get("status") or {}
+    meta = rayjob["metadata"]
+    spec = rayjob.get("spec") or {}
+    workers = sum(int(g.get("replicas", 0)) for g in (spec.get("rayClusterSpec") or {}).get("workerGroupSpecs", []))
+    cluster_status = status.get("rayClusterStatus") or {}
+    lines = [
+        f"RayJob {meta['name']}: {describe_job_change(rayjob)}",
+        f"  cluster: {status.get('rayClusterName') or '-'} "
+        f"(workers ready {cluster_status.get('readyWorkerReplicas', 0)}/{workers})",
+        f"  attempts: succeeded {status.get('succeeded') or 0}, failed {status.get('failed') or 0} "
+        f"(backoffLimit {spec.get('backoffLimit', 0)})",
+    ]
+    if status.get("dashboardURL"):
+        lines.append(f"  dashboard: http://{status['dashboardURL']}")
+    for c in cluster_status.get("conditions") or []:
+        lines.append(f"  cluster condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip())
+    return lines
+
+
+def service_report(cluster: Cluster, rayservice: dict[str, Any]) -> list[str]:
+    """Human-readable lines about a RayService: conditions, applications, replicas, endpoint."""
+    status = rayservice.get("status") or {}
+    name = rayservice["metadata"]["name"]
+    active = status.get("activeServiceStatus") or {}
+    pending = status.get("pendingServiceStatus") or {}
+    cluster_status = active.get("rayClusterStatus") or {}
+    lines = [f"RayService {name}: {status.get('serviceStatus') or 'NotReady'}"]
+    for c in status.get("conditions") or []:
+        lines.append(f"  condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip())
+    lines.append(f"  active cluster: {active.get('rayClusterName') or '-'}")
+    if pending.get("rayClusterName"):
+        lines.append(f"  pending cluster (upgrade in progress): {pending['rayClusterName']}")
+    lines.append(
+        f"  workers: ready {cluster_status.get('readyWorkerReplicas', 0)}, "
+        f"desired {cluster_status.get('desiredWorkerReplicas', 0)} "
+        f"(min {cluster_status.get('minWorkerReplicas', '-')}, max {cluster_status.get('maxWorkerReplicas', '-')}), "
+        f"GPUs {cluster_status.get('desiredGPU', '0')}"
+    )
+    lines.append(f"  serve endpoints: {status.get('numServeEndpoints', 0)}")
+    for app, app_status in (active.get("applicationStatuses") or {}).items():
+        deployments = ", ".join(
+            f"{d}={s.get('status')}" for d, s in (app_status.get("serveDeploymentStatuses") or {}).items()
+        )
+        lines.append(f"  application {app}: {app_status.get('status')} [{deployments}]")
+    lines.append(f"  endpoint: {serve_endpoint(cluster, rayservice)}")
+    lines += [f"  ingress: {url}" for url in _ingress_urls(cluster, f"{name}-serve-svc")]
+    return lines
+
+
+def _ingress_urls(cluster: Cluster, service: str) -> list[str]:
+    """URLs of Ingresses routing to `service`; none when Ingresses may not be listed."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        items = client.NetworkingV1Api(cluster.api_client).list_namespaced_ingress(cluster.namespace).items
+    except ApiException:
+        return []
+    urls = []
+    for ing in items:
+        tls_hosts = {h for t in (ing.spec.tls or []) for h in (t.hosts or [])}
+        for rule in ing.spec.rules or []:
+            for path in (rule.http.paths if rule.http else []) or []:
+                if path.backend.service and path.backend.service.name == service:
+                    scheme = "https" if rule.host in tls_hosts else "http"
+                    urls.append(f"{scheme}://{rule.host}{path.path or '/'}")
+    return urls
