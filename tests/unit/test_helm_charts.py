@@ -1,0 +1,340 @@
+"""The Helm charts rendered by Helm v4's engine (helm-python-sdk): matrix, lint, schema, fail rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from tests.k8s_support import CHARTS, MATRIX, chart_objects, render_chart
+
+CHART_NAMES = ["sentiray-serve", "sentiray-train"]
+
+
+def _by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@pytest.mark.parametrize(("chart", "variant", "values"), MATRIX, ids=[f"{c}-{v}" for c, v, _ in MATRIX])
+def test_chart_renders_over_the_matrix(chart: str, variant: str, values: dict[str, Any]) -> None:
+    objects = chart_objects(chart, values)
+    kinds = {o["kind"] for o in objects}
+    assert ("RayService" if chart == "sentiray-serve" else "RayJob") in kinds
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == "ml", obj["metadata"]["name"]
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == chart
+        assert labels["app.kubernetes.io/instance"] == "rel"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == f"{chart}-0.1.0"
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_lint_is_clean(chart: str) -> None:
+    report = helm.lint(str(CHARTS / chart), strict=True, kube_version="v1.32.0")
+    assert report["errors"] == []
+    assert report["messages"] == []
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_every_value_is_documented(chart: str) -> None:
+    """Every key of values.yaml has a `# --` comment above it, or is a section of such keys; keys inside a
+    documented value (e.g. `resources.requests`) are part of that value."""
+    lines = (CHARTS / chart / "values.yaml").read_text().splitlines()
+    key = re.compile(r"^(\s*)(?:- )?([A-Za-z][A-Za-z0-9./-]*):")
+    undocumented: list[str] = []
+    documented_at: list[int] = []  # indents of documented keys enclosing the current line
+    for i, line in enumerate(lines):
+        m = key.match(line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        documented_at = [d for d in documented_at if d < indent]
+        if documented_at:
+            continue
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --"):
+            j -= 1
+        if j >= 0 and j < i and lines[j].strip().startswith("# --"):
+            documented_at.append(indent)
+            continue
+        child = next((ln for ln in lines[i + 1:] if ln.strip() and not ln.strip().startswith("#")), "")
+        is_section = line.rstrip().endswith(":") and len(child) - len(child.lstrip()) > indent
+        if not is_section:
+            undocumented.append(line.strip())
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_schema_covers_every_default_key(chart: str) -> None:
+    """The schema refuses unknown keys, so every default key must be declared in it."""
+    schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
+    values = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
+
+    def walk(value: Any, sch: dict[str, Any], path: str) -> list[str]:
+        if not isinstance(value, dict) or "properties" not in sch:
+            return []
+        missing = [f"{path}{k}" for k in value if k not in sch["properties"]]
+        for k, v in value.items():
+            if k in sch["properties"]:
+                missing += walk(v, sch["properties"][k], f"{path}{k}.")
+        return missing
+
+    assert walk(values, schema, "") == []
+    helm.Chart.load(str(CHARTS / chart)).validate_schema({})
+
+
+# Each schema rule with a bad value; the error names the key.
+SCHEMA_REFUSALS = [
+    ("sentiray-serve", {"worker": {"replicas": -1}}, "/worker/replicas"),
+    ("sentiray-serve", {"worker": {"maxReplicas": 0}}, "/worker/maxReplicas"),
+    ("sentiray-serve", {"replicaCount": 2}, "replicaCount"),
+    ("sentiray-serve", {"worker": {"gpus": 1}}, "gpus"),
+    ("sentiray-serve", {"image": {"repository": ""}}, "/image/repository"),
+    ("sentiray-serve", {"image": None}, "image"),
+    ("sentiray-serve", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("sentiray-serve", {"upgradeStrategy": "BlueGreen"}, "/upgradeStrategy"),
+    ("sentiray-serve", {"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),
+    ("sentiray-serve", {"rayActorOptions": {"SentimentModel": {"num_gpus": -1}}}, "num_gpus"),
+    ("sentiray-serve", {"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
+    ("sentiray-serve", {"metricsPort": 70000}, "/metricsPort"),
+    ("sentiray-train", {"workers": {"replicas": 0}}, "/workers/replicas"),
+    ("sentiray-train", {"workers": {"replicas": "two"}}, "/workers/replicas"),
+    ("sentiray-train", {"job": {"backoffLimit": -1}}, "/job/backoffLimit"),
+    ("sentiray-train", {"job": {"submissionMode": "InteractiveMode"}}, "/job/submissionMode"),
+    ("sentiray-train", {"job": {"config": {"precision": "int8"}}}, "/job/config/precision"),
+    ("sentiray-train", {"job": {"config": {"maxLength": 8}}}, "/job/config/maxLength"),
+    ("sentiray-train", {"job": {"config": {"numWorkers": 3}}}, "numWorkers"),
+    ("sentiray-train", {"job": {"runName": "bad name"}}, "/job/runName"),
+    ("sentiray-train", {"storage": {"type": "nfs"}}, "/storage/type"),
+    ("sentiray-train", {"storage": {"pvc": {"accessModes": ["ReadWriteSometimes"]}}}, "/storage/pvc/accessModes"),
+    ("sentiray-train", {"image": {"repository": ""}}, "/image/repository"),
+]
+
+
+@pytest.mark.parametrize(("chart", "values", "key"), SCHEMA_REFUSALS, ids=[k for _, _, k in SCHEMA_REFUSALS])
+def test_schema_refuses_bad_values(chart: str, values: dict[str, Any], key: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as err:
+        render_chart(chart, values)
+    assert key in str(err.value)
+
+
+# Cross-field rules (`fail` in the templates); the message names the key.
+FAIL_RULES = [
+    ("sentiray-serve", {"worker": {"minReplicas": 5, "maxReplicas": 4}}, "worker.minReplicas (5) must not be above"),
+    ("sentiray-serve", {"worker": {"replicas": 9}}, "worker.replicas (9) must lie between"),
+    ("sentiray-serve", {"worker": {"gpu": {"enabled": False}}}, "rayActorOptions.SentimentModel.num_gpus"),
+    ("sentiray-serve", {"apiAuth": {"enabled": True}}, "apiAuth.existingSecret is required"),
+    ("sentiray-serve", {"ingress": {"enabled": True}}, "ingress.host is required"),
+    ("sentiray-serve", {"ingress": {"enabled": True, "host": "a.example.com"}}, "ingress.tls.secretName is required"),
+    ("sentiray-serve", {"gcsFaultTolerance": {"enabled": True}}, "gcsFaultTolerance.redisAddress is required"),
+    ("sentiray-serve", {"worker": {"replicas": 2, "minReplicas": 2}, "podDisruptionBudget": {"maxUnavailable": 2}},
+     "podDisruptionBudget.maxUnavailable (2) must be below"),
+    ("sentiray-train", {"workers": {"replicas": 2}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}},
+     "storage.pvc.accessModes [ReadWriteOnce] cannot be shared"),
+    ("sentiray-train", {"storage": {"type": "objectStore"}}, "storage.objectStore.uri is required"),
+    ("sentiray-train", {"job": {"shutdownAfterJobFinishes": False}}, "job.ttlSecondsAfterFinished only applies"),
+]
+
+
+@pytest.mark.parametrize(("chart", "values", "message"), FAIL_RULES, ids=[m.split(" ")[0] for *_, m in FAIL_RULES])
+def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as err:
+        render_chart(chart, values)
+    assert message in str(err.value)
+
+
+def test_training_accepts_read_write_once_with_one_worker() -> None:
+    objects = chart_objects("sentiray-train", {"workers": {"replicas": 1},
+                                               "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}})
+    assert _by_kind(objects, "PersistentVolumeClaim")[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from tests.k8s_support import embedded_pods
+
+    specs = [p["spec"] for o in objects if o["kind"] in ("RayJob", "RayService") for p in embedded_pods(o)]
+    specs += [o["spec"]["template"]["spec"] for o in _by_kind(objects, "Deployment")]
+    specs += [o["spec"] for o in _by_kind(objects, "Pod")]
+    return specs
+
+
+@pytest.mark.parametrize(("chart", "variant", "values"), MATRIX, ids=[f"{c}-{v}" for c, v, _ in MATRIX])
+def test_secure_by_default(chart: str, variant: str, values: dict[str, Any]) -> None:
+    for spec in _pod_specs(chart_objects(chart, values)):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert c["resources"]["limits"] and c["resources"]["requests"]
+            for e in c.get("env", []):
+                assert "secretKeyRef" not in e.get("valueFrom", {}), "secrets are mounted as files"
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        if "shm" in volumes:
+            assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
+
+
+def test_ray_pods_have_writable_ray_and_cache_dirs() -> None:
+    objects = chart_objects("sentiray-serve")
+    for spec in _pod_specs(_by_kind(objects, "RayService")):
+        ray = spec["containers"][0]
+        mounts = {m["mountPath"] for m in ray["volumeMounts"]}
+        assert {"/tmp", "/dev/shm", "/home/ray/.cache"} <= mounts
+        assert {"name": "HF_HOME", "value": "/home/ray/.cache/huggingface"} in ray["env"]
+
+
+def test_gpu_workers_ask_for_gpus_and_tolerate_the_taint() -> None:
+    service = _by_kind(chart_objects("sentiray-serve"), "RayService")[0]
+    group = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (group["minReplicas"], group["maxReplicas"]) == (1, 4)
+    pod = group["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["upscalingMode"] == "Default"
+    assert service["spec"]["upgradeStrategy"]["type"] == "NewCluster"
+
+    job = _by_kind(chart_objects("sentiray-train"), "RayJob")[0]
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--use-gpu" in job["spec"]["entrypoint"].split()
+
+
+def test_cpu_variant_has_no_gpu() -> None:
+    from tests.k8s_support import SERVE_MATRIX, TRAIN_MATRIX
+
+    for chart, values in (("sentiray-serve", SERVE_MATRIX["cpu"]), ("sentiray-train", TRAIN_MATRIX["cpu"])):
+        text = yaml.safe_dump(chart_objects(chart, values))
+        assert "nvidia.com/gpu" not in text
+
+
+def test_rayjob_lifecycle_and_shared_storage() -> None:
+    job = _by_kind(chart_objects("sentiray-train"), "RayJob")[0]
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] == 300
+    assert spec["backoffLimit"] == 2
+    assert spec["activeDeadlineSeconds"] == 21600
+    argv = spec["entrypoint"].split()
+    assert argv[:3] == ["python", "-m", "ray_jobs.train"]
+    assert argv[argv.index("--name") + 1] == "sentiray-imdb" and "--resume-if-exists" in argv
+    assert argv[argv.index("--storage-path") + 1] == "/mnt/sentiray/runs"
+    cluster = spec["rayClusterSpec"]
+    for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in template["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v]
+        assert claims == ["sentiray-runs"]
+
+
+def test_ray_token_authentication_follows_values() -> None:
+    on = _by_kind(chart_objects("sentiray-serve"), "RayService")[0]
+    assert on["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    off = _by_kind(chart_objects("sentiray-serve", {"rayAuth": {"enabled": False}}), "RayService")[0]
+    assert "authOptions" not in off["spec"]["rayClusterConfig"]
+    job = _by_kind(chart_objects("sentiray-train"), "RayJob")[0]
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+
+
+def _ports(rule: dict[str, Any]) -> set[int]:
+    return {p["port"] for p in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None:
+    policy = next(o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray"))
+    rules = policy["spec"]["ingress"]
+    control = {6379, 8265, 10001}
+    for rule in rules:
+        peers = rule.get("from")
+        if peers is None:  # open to all: the serve port only
+            assert _ports(rule) == {8000}
+            continue
+        if _ports(rule) & control:
+            for peer in peers:
+                ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                assert "podSelector" in peer or ns == "kuberay-operator", peer
+                if ns == "kuberay-operator":
+                    assert _ports(rule) == {8265}
+    monitoring = [r for r in rules if any(
+        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+        for p in r.get("from", []))]
+    assert [_ports(r) for r in monitoring] == [{8080}]
+    other = chart_objects(chart, {"networkPolicy": {"operatorNamespace": "ray-system"}})
+    assert "ray-system" in yaml.safe_dump(_by_kind(other, "NetworkPolicy"))
+
+
+def test_pdb_selects_serving_workers() -> None:
+    objects = chart_objects("sentiray-serve")
+    pdb = _by_kind(objects, "PodDisruptionBudget")[0]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    worker = _by_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert selector.items() <= worker["template"]["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "ray-worker"
+
+
+def test_optional_objects_when_enabled() -> None:
+    from tests.k8s_support import SERVE_MATRIX
+
+    objects = chart_objects("sentiray-serve", SERVE_MATRIX["everything-on"])
+    ingress = _by_kind(objects, "Ingress")[0]
+    assert ingress["spec"]["tls"] == [{"hosts": ["sentiray.example.com"], "secretName": "sentiray-tls"}]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "rel-sentiray-serve-serve-svc", "port": {"number": 8000}}
+    assert {o["kind"] for o in objects} >= {"PodMonitor", "ServiceMonitor", "Deployment", "Service"}
+    cluster = _by_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]
+    assert cluster["gcsFaultToleranceOptions"] == {
+        "redisAddress": "redis.storage:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis-password", "key": "password"}}},
+    }
+    ui = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    assert ui["containers"][0]["command"][:4] == ["sentiray", "ui", "--endpoint", "http://rel-sentiray-serve-serve-svc:8000"]
+    assert ui["automountServiceAccountToken"] is False
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert env["SENTIRAY_API_TOKEN_FILE"] == "/var/run/secrets/sentiray/api-token/token"
+    assert env["HF_TOKEN_PATH"] == "/var/run/secrets/sentiray/hub-token/token"
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/sentiray/object-store/credentials"
+    assert head["image"] == "sentiray@sha256:" + "a" * 64
+    default_kinds = {o["kind"] for o in chart_objects("sentiray-serve")}
+    assert not default_kinds & {"Ingress", "PodMonitor", "ServiceMonitor", "Deployment"}
+
+
+def test_helm_test_pod_calls_health_and_predict() -> None:
+    pod = next(o for o in chart_objects("sentiray-serve", {"apiAuth": {"enabled": True, "existingSecret": "tok"}})
+               if o["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert '"/health"' in script and '"/predict"' in script and '"inputs"' in script
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["ENDPOINT"] == "http://rel-sentiray-serve-serve-svc.ml.svc:8000"
+    assert env["SENTIRAY_API_TOKEN_FILE"].endswith("/token")
+    compile(script, "helm-test", "exec")
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_notes_say_how_to_follow(chart: str) -> None:
+    notes = render_chart(chart)[f"{chart}/templates/NOTES.txt"]
+    if chart == "sentiray-serve":
+        assert "port-forward svc/rel-sentiray-serve-serve-svc 8000:8000" in notes and "helm test rel" in notes
+    else:
+        assert "sentiray k8s status --job rel-sentiray-train" in notes and "logs -f job/rel-sentiray-train" in notes
+
+
+def test_long_release_names_are_cut_for_kuberay() -> None:
+    name = "a-very-long-release-name-for-the-sentiment-service"
+    service = _by_kind(chart_objects("sentiray-serve", release=name), "RayService")[0]
+    assert len(service["metadata"]["name"]) <= 40
+    for obj in chart_objects("sentiray-serve", release=name):
+        assert len(obj["metadata"]["name"]) <= 63
