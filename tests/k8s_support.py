@@ -48,7 +48,14 @@ def render_chart(
 
 
 def chart_objects(chart: str, values: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
-    """The Kubernetes objects a chart renders (NOTES.txt left out, test hooks included)."""
+    """The Kubernetes objects a chart renders (NOTES.txt left out, test hooks included); a fresh copy."""
+    key = json.dumps([chart, values or {}, kw], sort_keys=True)
+    return copy.deepcopy(_chart_objects(key))
+
+
+@functools.cache
+def _chart_objects(key: str) -> list[dict[str, Any]]:
+    chart, values, kw = json.loads(key)
     docs = []
     for path, text in sorted(render_chart(chart, values, **kw).items()):
         if not path.endswith(".txt"):
@@ -57,9 +64,14 @@ def chart_objects(chart: str, values: dict[str, Any] | None = None, **kw: Any) -
 
 
 def kustomize_objects(directory: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize DIR` parsed."""
+    """`kubectl kustomize DIR` parsed; a fresh copy."""
+    return copy.deepcopy(_kustomize_objects(str(directory)))
+
+
+@functools.cache
+def _kustomize_objects(directory: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True, timeout=60
+        ["kubectl", "kustomize", directory], check=True, capture_output=True, text=True, timeout=60
     )
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
