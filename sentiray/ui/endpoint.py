@@ -1,0 +1,336 @@
+"""What the Streamlit app needs from the serving endpoint, without Streamlit: settings, HTTP calls whose
+failures become one readable message, and batch scoring of a table with per-row errors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sentiray.errors import InputError, SentirayError
+from sentiray.labels import ID2LABEL
+from sentiray.text import validate_texts
+
+ENV_ENDPOINT = "SENTIRAY_ENDPOINT"
+ENV_TOKEN = "SENTIRAY_API_TOKEN"
+ENV_TOKEN_FILE = "SENTIRAY_API_TOKEN_FILE"
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+# Used until /info says how many texts one request may carry.
+DEFAULT_CHUNK = 32
+
+# Columns added to a scored table, after the input columns.
+LABEL_COLUMN = "label"
+SCORE_COLUMN = "score"  # probability of the predicted label
+ERROR_COLUMN = "error"  # why a row has no label (empty text, refused by the endpoint); null otherwise
+PROB_COLUMNS = {name: f"score_{name.lower()}" for name in ID2LABEL.values()}
+OUTPUT_COLUMNS = (LABEL_COLUMN, SCORE_COLUMN, *PROB_COLUMNS.values(), ERROR_COLUMN)
+
+
+class Problem(StrEnum):
+    """Why a call to the endpoint failed, as the app explains it."""
+
+    UNREACHABLE = "unreachable"  # connection refused, DNS, timeout
+    NOT_READY = "not_ready"  # 503: up, model still loading
+    UNAUTHORIZED = "unauthorized"  # 401: missing or wrong token
+    REFUSED = "refused"  # other 4xx: the input was refused; the message says why
+    SERVER = "server"  # 5xx other than 503, or a body that is not what the API promises
+
+
+class EndpointError(SentirayError):
+    """A call to the endpoint failed; the message is meant for the app's user."""
+
+    def __init__(self, problem: Problem, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.status = status
+        self.detail = detail or message  # the endpoint's own words, when it gave any
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """Where the endpoint is and how to authenticate; from the environment (`sentiray ui` sets it)."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    token: str | None = None
+    timeout_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> UiSettings:
+        endpoint = (os.environ.get(ENV_ENDPOINT) or DEFAULT_ENDPOINT).strip().rstrip("/")
+        if not endpoint.startswith(("http://", "https://")):
+            raise SentirayError(f"{ENV_ENDPOINT}: {endpoint!r} is not an http:// or https:// URL")
+        return cls(endpoint=endpoint, token=read_token())
+
+
+def read_token() -> str | None:
+    """The bearer token from SENTIRAY_API_TOKEN, else from the file SENTIRAY_API_TOKEN_FILE names."""
+    token = os.environ.get(ENV_TOKEN, "").strip()
+    if token:
+        return token
+    path = os.environ.get(ENV_TOKEN_FILE, "").strip()
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as e:
+        raise SentirayError(f"{ENV_TOKEN_FILE}: cannot read {path}: {e.strerror or e}") from e
+
+
+class EndpointClient:
+    """The endpoint's /health, /info and /predict; every failure is an EndpointError."""
+
+    def __init__(self, settings: UiSettings, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        headers = {"authorization": f"Bearer {settings.token}"} if settings.token else {}
+        self._http = httpx.Client(
+            base_url=settings.endpoint, headers=headers, timeout=settings.timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        url = f"{self.settings.endpoint}{path}"
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.TimeoutException as e:
+            raise EndpointError(
+                Problem.UNREACHABLE,
+                f"the endpoint at {url} did not answer within {self.settings.timeout_s:.0f}s",
+            ) from e
+        except httpx.HTTPError as e:
+            raise EndpointError(
+                Problem.UNREACHABLE,
+                f"the endpoint at {self.settings.endpoint} is not reachable ({type(e).__name__}: {e}). "
+                "Is it running, and is the URL right?",
+            ) from e
+        if r.status_code < 400:
+            try:
+                return r.json()
+            except json.JSONDecodeError as e:
+                raise EndpointError(
+                    Problem.SERVER,
+                    f"{url} answered {r.status_code} with a body that is not JSON",
+                    r.status_code,
+                ) from e
+        detail = _error_detail(r)
+        if r.status_code == 503:
+            raise EndpointError(
+                Problem.NOT_READY,
+                f"the endpoint is up but its model is not ready yet ({detail}); try again shortly",
+                503,
+            )
+        if r.status_code == 401:
+            raise EndpointError(
+                Problem.UNAUTHORIZED,
+                f"the endpoint refused the request: {detail}. Set {ENV_TOKEN} or {ENV_TOKEN_FILE} for the UI",
+                401,
+            )
+        if r.status_code < 500:
+            raise EndpointError(
+                Problem.REFUSED,
+                f"the endpoint refused the input ({r.status_code}): {detail}",
+                r.status_code,
+                detail,
+            )
+        raise EndpointError(Problem.SERVER, f"the endpoint failed ({r.status_code}): {detail}", r.status_code)
+
+    def health(self) -> bool:
+        """True when the model answers; False while it loads (503). Unreachable raises."""
+        try:
+            self._call("GET", "/health")
+        except EndpointError as e:
+            if e.problem is Problem.NOT_READY:
+                return False
+            raise
+        return True
+
+    def info(self) -> dict[str, Any]:
+        info = self._call("GET", "/info")
+        if not isinstance(info, dict):
+            raise EndpointError(Problem.SERVER, "/info did not answer a JSON object")
+        return info
+
+    def predict(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[dict[str, Any]]]:
+        """Ranked `{label, score}` lists, one per text (one request; mind /info's max_inputs)."""
+        out = self._call(
+            "POST", "/predict", json={"inputs": list(texts), "raw_scores": False, "truncate": truncate}
+        )
+        if not isinstance(out, list) or len(out) != len(texts):
+            raise EndpointError(
+                Problem.SERVER,
+                f"/predict answered {len(out) if isinstance(out, list) else out!r} "
+                f"results for {len(texts)} texts",
+            )
+        return out
+
+    def classify(self, text: str, *, truncate: bool = True) -> list[dict[str, Any]]:
+        """One text: its ranked `{label, score}` list."""
+        return self.predict([text], truncate=truncate)[0]
+
+
+def _error_detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except json.JSONDecodeError:
+        return r.text.strip()[:300] or r.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    if isinstance(body, dict) and "detail" in body:  # FastAPI's own shape
+        return str(body["detail"])[:300]
+    return json.dumps(body)[:300]
+
+
+def row_problem(value: object) -> str | None:
+    """Why a cell cannot be classified (the same checks the endpoint makes), or None."""
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN: a missing cell
+        return "missing text"
+    try:
+        validate_texts([value])
+    except InputError as e:
+        return str(e).removeprefix("inputs[0]: ")
+    return None
+
+
+# --- batch files --------------------------------------------------------------------------------------
+
+BATCH_TYPES = ("csv", "tsv", "txt", "jsonl", "parquet")
+
+
+def read_batch_file(name: str, data: bytes) -> Any:
+    """A DataFrame from a file: CSV/TSV with a header, JSON lines, parquet, or text (one review per line)."""
+    import pandas as pd
+
+    suffix = Path(name).suffix.lower().lstrip(".")
+    try:
+        if suffix in ("csv", "tsv"):
+            return pd.read_csv(
+                io.BytesIO(data),
+                sep="\t" if suffix == "tsv" else ",",
+                dtype=object,
+                keep_default_na=False,
+                na_values=[],
+            )
+        if suffix == "jsonl":
+            return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+        if suffix == "parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        if suffix == "txt":
+            text = data.decode("utf-8")
+            lines = [line for line in text.splitlines() if line.strip()]
+            return pd.DataFrame({"text": lines})
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise InputError(f"{name}: cannot read it as {suffix}: {e}") from e
+    raise InputError(f"{name}: unsupported file type {suffix!r}; allowed: {', '.join(BATCH_TYPES)}")
+
+
+def guess_text_column(df: Any) -> str:
+    """`text` if there is one, else `review`/`sentence`/`content`, else the first column of strings."""
+    columns = [str(c) for c in df.columns]
+    for name in ("text", "review", "sentence", "content"):
+        if name in columns:
+            return name
+    for c in df.columns:
+        if df[c].map(lambda v: isinstance(v, str)).any():
+            return str(c)
+    raise InputError("no column holds text; the file needs a column of reviews (e.g. named 'text')")
+
+
+@dataclass
+class ScoredTable:
+    frame: Any  # the input columns, then OUTPUT_COLUMNS
+    bad_rows: int
+    scored_rows: int
+
+
+def score_frame(
+    client: EndpointClient,
+    df: Any,
+    column: str,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    truncate: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScoredTable:
+    """Score df[column] through the endpoint, chunk by chunk; unusable rows get an `error`, never vanish.
+
+    Rows the endpoint would refuse (empty, non-text) are marked without a request. If the endpoint still
+    refuses a chunk (e.g. a text too long with truncation off), the chunk is retried row by row so the
+    error lands on the row that caused it. An unreachable or failing endpoint aborts the whole batch.
+    """
+    if column not in df.columns:
+        raise InputError(f"column {column!r} not in the file; columns: {', '.join(map(str, df.columns))}")
+    clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
+    if clash:
+        raise InputError(f"the file already has column(s) {clash}; rename them, the scores are written there")
+    n = len(df)
+    labels: list[str | None] = [None] * n
+    scores: list[float | None] = [None] * n
+    probs: dict[str, list[float | None]] = {name: [None] * n for name in PROB_COLUMNS}
+    errors: list[str | None] = [row_problem(v) for v in df[column].tolist()]
+    texts = df[column].tolist()
+    good = [i for i in range(n) if errors[i] is None]
+    done = n - len(good)
+    if progress:
+        progress(done, n)
+
+    def store(i: int, ranked: list[dict[str, Any]]) -> None:
+        labels[i], scores[i] = ranked[0]["label"], float(ranked[0]["score"])
+        for entry in ranked:
+            if entry["label"] in probs:
+                probs[entry["label"]][i] = float(entry["score"])
+
+    for start in range(0, len(good), max(1, chunk_size)):
+        idx = good[start : start + chunk_size]
+        try:
+            for i, ranked in zip(
+                idx, client.predict([texts[i] for i in idx], truncate=truncate), strict=True
+            ):
+                store(i, ranked)
+        except EndpointError as e:
+            if e.problem is not Problem.REFUSED:
+                raise
+            for i in idx:  # find the row(s) the endpoint refuses
+                try:
+                    store(i, client.classify(texts[i], truncate=truncate))
+                except EndpointError as row_error:
+                    if row_error.problem is not Problem.REFUSED:
+                        raise
+                    errors[i] = f"refused by the endpoint: {row_error.detail.removeprefix('inputs[0]: ')}"
+        done += len(idx)
+        if progress:
+            progress(done, n)
+    out = df.copy()
+    out[LABEL_COLUMN] = labels
+    out[SCORE_COLUMN] = scores
+    for name, col in PROB_COLUMNS.items():
+        out[col] = probs[name]
+    out[ERROR_COLUMN] = errors
+    bad = sum(e is not None for e in errors)
+    return ScoredTable(frame=out, bad_rows=bad, scored_rows=n - bad)
+
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ENV_ENDPOINT",
+    "ENV_TOKEN",
+    "ENV_TOKEN_FILE",
+    "OUTPUT_COLUMNS",
+    "EndpointClient",
+    "EndpointError",
+    "Problem",
+    "ScoredTable",
+    "UiSettings",
+    "guess_text_column",
+    "read_batch_file",
+    "row_problem",
+    "score_frame",
+]
