@@ -18,6 +18,8 @@ from sentiray.errors import SentirayError
 # Order is the order shown in --help.
 COMMAND_MODULES = [
     "sentiray.commands.train",
+    "sentiray.commands.serve",
+    "sentiray.commands.predict",
     "sentiray.commands.k8s",
 ]
 

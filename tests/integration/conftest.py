@@ -6,6 +6,7 @@ the port given as `_metrics_export_port`; workers push to it every `metrics_repo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -76,9 +77,10 @@ def serve_instance() -> Iterator[ServeInstance]:
         include_dashboard=False,
         _metrics_export_port=metrics_port,
         _system_config={"metrics_report_interval_ms": 1000},
-        logging_level="warning",
+        logging_level=logging.WARNING,
     )
     try:
+        register_test_models()
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
         yield ServeInstance(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
@@ -90,3 +92,44 @@ def serve_instance() -> Iterator[ServeInstance]:
 
 def wait_healthy(base_url: str, timeout_s: float = 120) -> None:
     wait_for(lambda: httpx.get(f"{base_url}/health", timeout=5).status_code == 200, timeout_s, "/health 200")
+
+
+# --- test doubles of the model deployment (same code, slowed down or made to die on demand) -------------
+
+DIE_TEXT = "__sentiray_test_die__"
+
+
+def _model_base() -> type:
+    from serve.app import SentimentModel
+
+    return SentimentModel.func_or_class  # type: ignore[attr-defined]
+
+
+class SlowLoadModel(_model_base()):  # type: ignore[misc]
+    """Takes a few seconds to load, so /health can be seen answering 503 first."""
+
+    def __init__(self, args: Any) -> None:
+        time.sleep(8)
+        super().__init__(args)
+
+
+class SlowForwardModel(_model_base()):  # type: ignore[misc]
+    """Each forward pass takes 0.3 s (sleeping, not computing); a DIE_TEXT request kills the replica."""
+
+    def _forward(self, flat: Any) -> Any:
+        time.sleep(0.3)
+        return super()._forward(flat)
+
+    async def predict(self, texts: list[str], truncate: bool, raw_scores: bool) -> Any:
+        if DIE_TEXT in texts:
+            os._exit(1)
+        return await super().predict(texts, truncate, raw_scores)
+
+
+def register_test_models() -> None:
+    """Ship this module's classes to replicas by value (they cannot import pytest's `conftest`)."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,0 +1,123 @@
+"""HTTP client of the sentiray endpoint (Ray-free): batches texts and retries what is safe to retry.
+
+Prediction is idempotent, so 500/502/503/504 and dropped connections are retried with exponential
+backoff (a server's Retry-After is honoured, capped); a 4xx is the caller's mistake and never retried.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from sentiray.errors import SentirayError
+
+__all__ = ["RETRY_STATUSES", "EndpointError", "PredictClient"]
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class EndpointError(SentirayError):
+    """The endpoint refused a request (4xx) or kept failing after all retries."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PredictClient:
+    """Calls `POST {url}/predict` (TEI shape) in chunks of at most `batch_size` texts."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        timeout_s: float = 60.0,
+        batch_size: int = 32,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries: must be >= 0, got {retries}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
+        )
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.batch_size = batch_size
+        self._sleep = sleep
+
+    def __enter__(self) -> PredictClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def predict(
+        self, texts: Sequence[str], *, raw_scores: bool = False, truncate: bool = True
+    ) -> list[list[dict[str, Any]]]:
+        """Per text, `[{"label", "score"}, ...]` sorted by score."""
+        out: list[list[dict[str, Any]]] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            body = {"inputs": chunk, "raw_scores": raw_scores, "truncate": truncate}
+            out.extend(self.post("/predict", body))
+        return out
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON with retries; returns the decoded JSON answer."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.post(path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                if attempt >= self.retries:
+                    raise EndpointError(f"{self._http.base_url}{path}: {type(e).__name__}: {e}") from e
+                self._sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code < 400:
+                return response.json()
+            message = _error_message(response)
+            if response.status_code not in RETRY_STATUSES:
+                raise EndpointError(f"HTTP {response.status_code}: {message}", response.status_code)
+            if attempt >= self.retries:
+                raise EndpointError(
+                    f"HTTP {response.status_code} after {attempt + 1} attempts: {message}",
+                    response.status_code,
+                )
+            self._sleep(self._delay(attempt, response.headers.get("retry-after")))
+            attempt += 1
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_backoff_s)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        # Full jitter, so clients that failed together do not come back together.
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])
+    return str(body)[:500]
