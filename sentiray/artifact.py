@@ -128,31 +128,40 @@ def _clear_destination(destination: str, manifest_path: str) -> None:
         raise ArtifactError(f"{destination}: exists and is not a folder")
     entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     if entries and not storage.exists(manifest_path):
-        raise ArtifactError(f"{destination}: folder is not empty and holds no {MANIFEST_NAME}; refusing to overwrite")
+        raise ArtifactError(
+            f"{destination}: folder is not empty and holds no {MANIFEST_NAME}; refusing to overwrite"
+        )
     # The manifest goes first: from here until the new one is written, loaders refuse the folder.
     storage.delete_file(manifest_path)
     fs.delete_dir_contents(path, missing_dir_ok=True)
 
 
-def verify_artifact(local_dir: str | Path) -> ArtifactManifest:
-    """Check a local artifact folder against its manifest; raise ArtifactError naming what is wrong."""
+def verify_artifact(local_dir: str | Path, *, source: str | None = None) -> ArtifactManifest:
+    """Check a local artifact folder against its manifest; raise ArtifactError naming what is wrong.
+
+    `source` names the artifact in messages when local_dir is a download of it.
+    """
     root = Path(local_dir)
+    name = source or str(root)
     manifest_path = root / MANIFEST_NAME
+    manifest_name = f"{source}/{MANIFEST_NAME}" if source else str(manifest_path)
     if not manifest_path.is_file():
         raise ArtifactError(
-            f"{root}: no {MANIFEST_NAME}; not a sentiray artifact, or its write did not finish"
+            f"{name}: no {MANIFEST_NAME}; not a sentiray artifact, or its write did not finish"
         )
     try:
         raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{manifest_path}: not valid JSON ({e})") from e
+        raise ArtifactError(f"{manifest_name}: not valid JSON ({e})") from e
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         got = raw.get("schema_version") if isinstance(raw, dict) else None
-        raise ArtifactError(f"{manifest_path}: schema_version {got!r} is not supported (expected {SCHEMA_VERSION})")
+        raise ArtifactError(
+            f"{manifest_name}: schema_version {got!r} is not supported (expected {SCHEMA_VERSION})"
+        )
     try:
         manifest = ArtifactManifest.model_validate(raw)
     except ValidationError as e:
-        raise ArtifactError(f"{manifest_path}: invalid manifest: {e}") from e
+        raise ArtifactError(f"{manifest_name}: invalid manifest: {e}") from e
     actual = _hash_tree(root)
     missing = sorted(set(manifest.files) - set(actual))
     unlisted = sorted(set(actual) - set(manifest.files))
@@ -165,9 +174,9 @@ def verify_artifact(local_dir: str | Path) -> ArtifactManifest:
     if unlisted:
         problems.append(f"not in the manifest {unlisted}")
     if problems:
-        raise ArtifactError(f"{root}: artifact does not match {MANIFEST_NAME}: {'; '.join(problems)}")
+        raise ArtifactError(f"{name}: artifact does not match {MANIFEST_NAME}: {'; '.join(problems)}")
     if not any(f.endswith(".safetensors") for f in manifest.files):
-        raise ArtifactError(f"{root}: no safetensors weights in the artifact")
+        raise ArtifactError(f"{name}: no safetensors weights in the artifact")
     return manifest
 
 
@@ -191,12 +200,20 @@ def fetch_artifact(location: str, cache_root: Path | None = None) -> tuple[Path,
             pass  # a damaged cache is downloaded again
     if cache.exists():
         shutil.rmtree(cache)
-    staging = Path(tempfile.mkdtemp(prefix="download-", dir=cache.parent if cache.parent.exists() else None))
+    # Staged beside the cache, not in the system temp folder: the rename below cannot cross filesystems.
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="download-", dir=cache.parent))
     try:
         storage.download_dir(location, staging)
-        manifest = verify_artifact(staging)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(cache)
+        manifest = verify_artifact(staging, source=location)
+        try:
+            staging.rename(cache)
+        except OSError:
+            # Another process (a second replica on this node) finished the same download first.
+            winner = cache / MANIFEST_NAME
+            if not winner.is_file() or winner.read_bytes() != remote_manifest:
+                raise
+            manifest = verify_artifact(cache, source=location)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

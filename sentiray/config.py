@@ -7,6 +7,7 @@ keys are all generated from these fields, so there is one place to add or docume
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import types
@@ -205,7 +206,9 @@ def format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "config"
         got = "" if e["type"] == "missing" else f" (got {e['input']!r})"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown option")
+            section = SECTIONS.get(str(e["loc"][0])) if len(e["loc"]) == 2 else None
+            allowed = f"; allowed: {', '.join(section.model_fields)}" if section else ""
+            lines.append(f"{loc}: unknown option{allowed}")
         else:
             lines.append(f"{loc}: {e['msg']}{got}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
@@ -252,7 +255,9 @@ def build_config(
     nested: dict[str, dict[str, Any]] = {}
     for key, value in (overrides or {}).items():
         if key not in FIELD_SECTION:
-            raise ConfigError(f"{key}: unknown option")
+            close = difflib.get_close_matches(key, FIELD_SECTION, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"{key}: unknown option; {hint}allowed: {', '.join(FIELD_SECTION)}")
         nested.setdefault(FIELD_SECTION[key], {})[key] = value
     raw = _deep_merge(raw, nested)
     try:

@@ -58,7 +58,7 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
         return fs, bucket_and_key
     try:
         return pafs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
-    except (pafs.ArrowInvalid, ValueError, OSError) as e:  # type: ignore[attr-defined]
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigError(f"location: cannot open {location!r}: {e}") from e
 
 

@@ -1,0 +1,220 @@
+"""The Ray-free training loop, in process (world size 1, the tiny model): learning, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sentiray.config import TrainJobConfig, build_config
+from sentiray.data import TextDataset
+from sentiray.errors import ModelLoadError
+from sentiray.training import STATE_FILE, WorkerContext, read_checkpoint_state, run_training
+from tests.support import synthetic_reviews
+
+TRAIN_ROWS, VAL_ROWS = 320, 48
+
+
+@dataclass
+class Report:
+    metrics: dict[str, Any]
+    checkpoint: Path | None
+
+
+class ListReporter:
+    """Keeps every report, with a copy of its checkpoint (the loop deletes its own after report)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.reports: list[Report] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        copy = None
+        if checkpoint_dir is not None:
+            copy = self.root / f"checkpoint-{metrics['step']:04d}"
+            shutil.copytree(checkpoint_dir, copy)
+        self.reports.append(Report(dict(metrics), copy))
+
+    def at_step(self, step: int) -> Report:
+        [found] = [r for r in self.reports if r.metrics["step"] == step]
+        return found
+
+
+@pytest.fixture(scope="module")
+def deterministic_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model without dropout, so a resumed run can be compared bit for bit."""
+    folder = tmp_path_factory.mktemp("tiny-no-dropout")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[TextDataset, TextDataset]:
+    train = TextDataset(*synthetic_reviews(TRAIN_ROWS, seed=11), source="synthetic-train")
+    validation = TextDataset(*synthetic_reviews(VAL_ROWS, seed=12), source="synthetic-validation")
+    return train, validation
+
+
+def _cfg(model_dir: Path, **overrides: Any) -> TrainJobConfig:
+    values = {
+        "base_model": str(model_dir),
+        "max_length": 48,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "epochs": 3,
+        "eval_every_steps": 10,
+        "log_every_steps": 2,
+        "precision": "fp32",
+        "num_workers": 1,
+        "warmup_ratio": 0.1,
+        "seed": 5,
+    }
+    values.update(overrides)
+    return build_config(overrides=values)
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    deterministic_model_dir: Path,
+    data: tuple[TextDataset, TextDataset],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[TrainJobConfig, ListReporter, dict[str, Any]]:
+    """3 epochs of 20 steps, evaluated and checkpointed every 10 steps."""
+    cfg = _cfg(deterministic_model_dir)
+    reporter = ListReporter(tmp_path_factory.mktemp("full-run"))
+    final = run_training(cfg, *data, WorkerContext(), reporter)
+    return cfg, reporter, final
+
+
+def test_loss_falls_and_the_classes_separate(
+    full_run: tuple[TrainJobConfig, ListReporter, dict[str, Any]],
+) -> None:
+    _, reporter, final = full_run
+    state = read_checkpoint_state(reporter.reports[-1].checkpoint)  # type: ignore[arg-type]
+    train_losses = [h["loss"] for h in state["history"] if "loss" in h]
+    assert len(train_losses) == 30  # every 2 of 60 steps
+    assert train_losses[0] > 0.6  # about ln 2 at the start
+    assert train_losses[-1] < 0.6 * train_losses[0]
+    assert sum(train_losses[-3:]) < sum(train_losses[:3])
+    eval_losses = [r.metrics["eval_loss"] for r in reporter.reports]
+    assert eval_losses[-1] < eval_losses[0]
+    assert final["eval_accuracy"] >= 0.9
+
+
+def test_reports_and_checkpoints(full_run: tuple[TrainJobConfig, ListReporter, dict[str, Any]]) -> None:
+    _, reporter, final = full_run
+    assert [r.metrics["step"] for r in reporter.reports] == [10, 20, 30, 40, 50, 60]
+    assert [r.metrics["done"] for r in reporter.reports] == [False] * 5 + [True]
+    assert all(r.metrics["total_steps"] == 60 for r in reporter.reports)
+    assert reporter.reports[1].metrics["epoch"] == pytest.approx(1.0)
+    assert final == reporter.reports[-1].metrics
+    assert final["attempt_start_steps"] == [0]
+    assert len(final["weight_fingerprints"]) == 1
+    for report in reporter.reports:
+        assert report.checkpoint is not None
+        names = {p.name for p in report.checkpoint.iterdir()}
+        assert {
+            STATE_FILE,
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "optimizer.pt",
+            "scheduler.pt",
+        } <= names
+        assert not any(n.endswith(".bin") for n in names)
+        state = json.loads((report.checkpoint / STATE_FILE).read_text())
+        assert state["step"] == report.metrics["step"]
+        assert state["attempts"] == [{"start_step": 0, "world_size": 1}]
+        evals = [h for h in state["history"] if "eval_accuracy" in h]
+        assert [h["step"] for h in evals] == list(range(10, report.metrics["step"] + 1, 10))
+
+
+def test_checkpoint_without_state_file_is_incomplete(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        read_checkpoint_state(tmp_path)
+
+
+def test_resume_continues_at_the_checkpoint_step(
+    full_run: tuple[TrainJobConfig, ListReporter, dict[str, Any]],
+    data: tuple[TextDataset, TextDataset],
+    tmp_path: Path,
+) -> None:
+    cfg, reporter, final = full_run
+    checkpoint = reporter.at_step(30).checkpoint
+    assert checkpoint is not None
+    resumed = ListReporter(tmp_path)
+    result = run_training(cfg, *data, WorkerContext(), resumed, resume_from=str(checkpoint))
+    assert [r.metrics["step"] for r in resumed.reports] == [40, 50, 60]
+    assert result["attempt_start_steps"] == [0, 30]
+    assert result["total_steps"] == final["total_steps"] == 60
+    assert result["step"] == 60
+    assert result["done"] is True
+    state = read_checkpoint_state(resumed.reports[-1].checkpoint)  # type: ignore[arg-type]
+    assert state["attempts"] == [{"start_step": 0, "world_size": 1}, {"start_step": 30, "world_size": 1}]
+    # The history of the first attempt is carried on, not restarted.
+    assert [h["step"] for h in state["history"] if "eval_accuracy" in h] == [10, 20, 30, 40, 50, 60]
+    # Same data order, optimizer and schedule state: the resumed run ends with the same weights.
+    assert result["weight_fingerprints"] == final["weight_fingerprints"]
+    assert result["eval_accuracy"] == final["eval_accuracy"]
+
+
+def test_resume_from_the_last_checkpoint_trains_no_more(
+    full_run: tuple[TrainJobConfig, ListReporter, dict[str, Any]],
+    data: tuple[TextDataset, TextDataset],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg, reporter, _ = full_run
+    resumed = ListReporter(tmp_path)
+    run_training(cfg, *data, WorkerContext(), resumed, resume_from=str(reporter.reports[-1].checkpoint))
+    assert resumed.reports == []
+    out = capsys.readouterr().out
+    assert "resuming from step 60" in out
+    assert "training finished: 0 steps" in out
+
+
+def test_gradient_accumulation_matches_a_larger_batch(
+    deterministic_model_dir: Path, data: tuple[TextDataset, TextDataset], tmp_path: Path
+) -> None:
+    """batch 8 x 2 micro-batches per step takes the same steps as batch 16 (the exact mean gradient)."""
+    weights = []
+    for name, overrides in (("big", {"batch_size": 16}), ("accum", {"batch_size": 8, "grad_accum_steps": 2})):
+        cfg = _cfg(deterministic_model_dir, max_steps=3, eval_every_steps=3, **overrides)
+        reporter = ListReporter(tmp_path / name)
+        run_training(cfg, *data, WorkerContext(), reporter)
+        assert [r.metrics["step"] for r in reporter.reports] == [3]
+        weights.append(load_file(str(reporter.reports[-1].checkpoint / "model.safetensors")))  # type: ignore[operator]
+    big, accum = weights
+    assert big.keys() == accum.keys()
+    initial = load_file(str(deterministic_model_dir / "model.safetensors"))
+    for key in big:
+        torch.testing.assert_close(accum[key], big[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.equal(big[k], initial[k]) for k in big)  # it did train
+
+
+def test_max_steps_overrides_epochs(
+    deterministic_model_dir: Path, data: tuple[TextDataset, TextDataset], tmp_path: Path
+) -> None:
+    cfg = _cfg(deterministic_model_dir, epochs=50, max_steps=2, eval_every_steps=None, log_every_steps=1)
+    reporter = ListReporter(tmp_path)
+    result = run_training(cfg, *data, WorkerContext(), reporter)
+    assert result["total_steps"] == 2
+    assert [r.metrics["step"] for r in reporter.reports] == [2]
+
+
+def test_fp16_on_cpu_is_refused(tiny_model_dir: Path, data: tuple[TextDataset, TextDataset]) -> None:
+    cfg = _cfg(tiny_model_dir, precision="fp16")
+    reporter = ListReporter(Path(tempfile.mkdtemp()))
+    with pytest.raises(ModelLoadError, match="precision fp16 is for GPUs; use bf16 or fp32 on CPU"):
+        run_training(cfg, *data, WorkerContext(), reporter)
+    assert reporter.reports == []
