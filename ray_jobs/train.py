@@ -155,7 +155,7 @@ def _copy_tree(src: str, dst: str) -> None:
 
 def _export_task(
     best_checkpoint: Any, latest_checkpoint: Any, cfg_json: dict[str, Any], splits: DatasetSplits, output: str,
-    validation_metrics: dict[str, Any],
+    validation_metrics: dict[str, Any], model_name: str,
 ) -> tuple[str, dict[str, Any] | None]:
     """Runs as a Ray task (on a GPU when training used GPUs): test evaluation + artifact write.
 
@@ -170,7 +170,7 @@ def _export_task(
     with best_checkpoint.as_directory() as best:
         return export_checkpoint(
             best, cfg, output, test=splits.test, dataset_summary=splits.summary(),
-            history=history, validation_metrics=validation_metrics,
+            history=history, validation_metrics=validation_metrics, model_name=model_name,
             device="cuda" if cfg.run.use_gpu else "cpu",
         )
 
@@ -254,7 +254,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
     )
     location, test_metrics = ray.get(
         export.remote(best_checkpoint, result.checkpoint, cfg.model_dump(mode="json"), splits_ref, output,
-                      {k: v for k, v in best_metrics.items() if k.startswith("eval_")})
+                      {k: v for k, v in best_metrics.items() if k.startswith("eval_")}, name)
     )
     write_run_state(cfg, name, "succeeded", artifact=location, test_metrics=test_metrics)
     wall = time.perf_counter() - started

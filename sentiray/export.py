@@ -14,6 +14,7 @@ from sentiray.data import TextDataset
 from sentiray.metrics import classification_metrics
 from sentiray.model import load_model, load_tokenizer
 from sentiray.predictor import Predictor
+from sentiray.report import model_card, render_plots
 from sentiray.training import read_checkpoint_state
 
 # Optimizer state is for resuming, not for serving.
@@ -37,6 +38,7 @@ def export_checkpoint(
     validation_metrics: dict[str, Any] | None = None,
     device: str = "auto",
     extra_files: dict[str, bytes] | None = None,
+    model_name: str | None = None,
 ) -> tuple[str, dict[str, Any] | None]:
     """Evaluate the checkpoint on the test split and write the artifact; returns (location, test metrics)."""
     state = read_checkpoint_state(checkpoint_dir)
@@ -47,6 +49,18 @@ def export_checkpoint(
         device=None if device == "auto" else torch.device(device),
     )
     test_metrics = evaluate_predictor(predictor, test) if test is not None else None
+    history = history if history is not None else state.get("history", [])
+    plots = render_plots(history, test_metrics)
+    card = model_card(
+        model_name=model_name or destination.rstrip("/").rsplit("/", 1)[-1],
+        base_model=cfg.model.base_model,
+        dataset=dataset_summary,
+        test_metrics=test_metrics,
+        max_length=cfg.model.max_length,
+        truncation=cfg.model.truncation.value,
+        training_config=cfg.model_dump(mode="json"),
+        plots=sorted(plots),
+    )
     location = write_artifact(
         destination,
         predictor.model,
@@ -57,8 +71,13 @@ def export_checkpoint(
         dataset=dataset_summary,
         test_metrics=test_metrics,
         validation_metrics=validation_metrics,
-        history=history if history is not None else state.get("history", []),
+        history=history,
         training_config={**cfg.model_dump(mode="json"), "checkpoint_step": state.get("step")},
-        extra_files={"training_state.json": json.dumps(state).encode(), **(extra_files or {})},
+        extra_files={
+            "training_state.json": json.dumps(state).encode(),
+            "README.md": card.encode(),
+            **plots,
+            **(extra_files or {}),
+        },
     )
     return location, test_metrics

@@ -1,0 +1,356 @@
+"""The training job on a real local Ray cluster: end to end, sharding, faults, resume, S3, submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs.train import RESULT_PREFIX, RUN_STATE_FILE
+from sentiray.artifact import verify_artifact
+from sentiray.errors import ArtifactError
+from sentiray.predictor import Predictor
+from tests.ray_cluster import RayHead, free_port, start_head
+
+pytestmark = pytest.mark.timeout(900)
+
+REPO = Path(__file__).resolve().parents[2]
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def head(moto_endpoint: str) -> Iterator[RayHead]:
+    # Workers reach the object store with the node's environment, as pods do on Kubernetes.
+    ray_head = start_head(num_cpus=4, extra_env={**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint})
+    yield ray_head
+    ray_head.stop()
+
+
+def job_args(model: Path, data: Path, storage: str, **overrides: Any) -> list[str]:
+    args = {
+        "dataset": str(data), "base_model": str(model), "max_length": 64, "epochs": 3, "batch_size": 16,
+        "learning_rate": 3e-3, "num_workers": 2, "storage_path": storage, "log_every_steps": 5,
+        "precision": "fp32", **overrides,
+    }
+    out = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def run_job(head: RayHead, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def parse_result(stdout: str) -> dict[str, Any]:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    assert lines, f"no {RESULT_PREFIX.strip()} line in output:\n{stdout[-3000:]}"
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    return result
+
+
+def held_out_accuracy(artifact: str, test_file: Path) -> tuple[float, int]:
+    table = pq.read_table(test_file)
+    texts, labels = table.column("text").to_pylist(), table.column("label").to_pylist()
+    predictor = Predictor.from_artifact(artifact, precision="fp32")
+    predicted = predictor.logits(texts).argmax(axis=1)
+    return float(np.mean(predicted == np.asarray(labels))), len(labels)
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    storage = tmp_path_factory.mktemp("runs")
+    proc = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, str(storage), name="e2e"))
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
+    return {"result": parse_result(proc.stdout), "storage": storage, "stdout": proc.stdout}
+
+
+def test_two_workers_train_an_artifact_that_reloads_and_scores(
+    finished_run: dict[str, Any], synthetic_data_dir: Path
+) -> None:
+    result = finished_run["result"]
+    manifest = verify_artifact(result["artifact"])
+    losses = [h["loss"] for h in manifest.history if "loss" in h]
+    assert len(losses) >= 3 and losses[-1] < 0.8 * losses[0], losses
+    accuracy, n = held_out_accuracy(result["artifact"], synthetic_data_dir / "test.parquet")
+    assert n >= 200
+    assert accuracy >= 0.95
+    assert manifest.test_metrics is not None
+    assert manifest.test_metrics["accuracy"] == pytest.approx(accuracy)
+    # Both ranks end with identical weights.
+    fingerprints = result["weight_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert result["attempt_start_steps"] == [0]
+    # Progress a person can follow, and the closing lines.
+    stdout = finished_run["stdout"]
+    assert "samples/s" in stdout and "step 5/" in stdout and "test metrics" in stdout
+
+
+def test_sharding_is_disjoint_and_covers_the_split_on_ray_workers(head: RayHead, tmp_path: Path) -> None:
+    script = f"""
+import json, ray, ray.train
+from ray.train import ScalingConfig, RunConfig
+from ray.train.torch import TorchTrainer
+from sentiray.training import global_batches, rank_share, steps_per_epoch
+
+def worker(config):
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seen = {{}}
+    for epoch in range(2):
+        ids = []
+        for gb in global_batches(config["n"], epoch, 7, config["batch"] * world):
+            ids += rank_share(gb, rank, world).tolist()
+        seen[epoch] = {{"ids": ids, "steps": steps_per_epoch(config["n"], config["batch"], world)}}
+    with open(f"{tmp_path}/rank{{rank}}.json", "w") as f:
+        json.dump(seen, f)
+
+ray.init()
+TorchTrainer(worker, train_loop_config={{"n": 101, "batch": 8}},
+             scaling_config=ScalingConfig(num_workers=2),
+             run_config=RunConfig(storage_path="{tmp_path}/storage", name="shard")).fit()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=head.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for epoch in ("0", "1"):
+        a, b = (set(r[epoch]["ids"]) for r in ranks)
+        assert not a & b
+        assert a | b == set(range(101))
+        assert ranks[0][epoch]["steps"] == ranks[1][epoch]["steps"]
+    assert ranks[0]["0"]["ids"] != ranks[0]["1"]["ids"]  # reshuffled per epoch
+
+
+def _checkpoint_steps(run_dir: Path) -> list[int]:
+    steps = []
+    for folder in run_dir.glob("checkpoint_*"):
+        state = folder / "trainer_state.json"
+        try:
+            steps.append(json.loads(state.read_text())["step"])
+        except (OSError, ValueError):
+            continue  # not there yet, or still being copied into storage
+    return sorted(steps)
+
+
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], timeout: float = 300) -> int:
+    """Wait until two checkpoints exist; return the first one's step.
+
+    A checkpoint folder appears in storage before Ray Train registers the report; once the second has
+    appeared, the first is registered (every report is a barrier), so a restart must resume from it.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended before its second checkpoint"
+        steps = _checkpoint_steps(run_dir)
+        if len(steps) >= 2:
+            return steps[0]
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _kill_one_train_worker(head: RayHead) -> int:
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=head.dashboard_url,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        raise_on_missing_output=False,
+    )
+    assert actors, "no live RayTrainWorker actor found"
+    pid = int(actors[-1].pid)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _fault_args(model: Path, data: Path, storage: Path, name: str, max_failures: int) -> list[str]:
+    return job_args(
+        # Long enough (about half a minute here) that the kill lands mid-run.
+        model, data, str(storage), name=name, epochs=1, max_steps=150, batch_size=4, eval_every_steps=25,
+        keep_checkpoints=3, max_failures=max_failures, max_test_samples=50, max_eval_samples=40,
+    )
+
+
+def test_killed_worker_resumes_from_last_checkpoint(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "fault", max_failures=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = _wait_for_checkpoint(tmp_path / "fault", proc)
+        _kill_one_train_worker(head)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
+    result = parse_result(stdout)
+    starts = result["attempt_start_steps"]
+    assert len(starts) == 2 and starts[0] == 0, (starts, stdout[-6000:], stderr[-3000:])
+    # The restart began at a checkpoint no earlier than the one seen before the kill, not at step 0.
+    assert starts[1] >= first > 0
+    assert starts[1] % 25 == 0 and starts[1] < 150
+    verify_artifact(result["artifact"])
+
+
+def test_killed_worker_without_retries_fails_fast_and_clearly(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "nofault", max_failures=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for_checkpoint(tmp_path / "nofault", proc)
+        _kill_one_train_worker(head)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "run 'nofault' failed" in stderr and "--resume nofault" in stderr
+    assert RESULT_PREFIX not in stdout
+    state = json.loads((tmp_path / "nofault" / RUN_STATE_FILE).read_text())
+    assert state["status"] == "failed"
+
+
+def test_killed_driver_relaunched_with_resume_continues(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "driver", max_failures=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = _wait_for_checkpoint(tmp_path / "driver", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    at_kill = _checkpoint_steps(tmp_path / "driver")
+    resume_args = [a if a != "--name" else "--resume" for a in args]
+    done = run_job(head, resume_args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    starts = parse_result(done.stdout)["attempt_start_steps"]
+    assert starts[0] == 0 and starts[-1] >= max(at_kill) >= first
+
+
+def test_resume_refuses_finished_changed_or_unknown_runs(
+    head: RayHead, finished_run: dict[str, Any], tiny_model_dir: Path, synthetic_data_dir: Path
+) -> None:
+    storage = str(finished_run["storage"])
+    finished = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, storage, resume="e2e"))
+    assert finished.returncode == 1
+    assert "already finished" in finished.stderr
+
+    unknown = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, storage, resume="nope"))
+    assert unknown.returncode == 1
+    assert "no run named 'nope'" in unknown.stderr
+
+    taken = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, storage, name="e2e"))
+    assert taken.returncode == 1
+    assert "already exists" in taken.stderr and "--resume e2e" in taken.stderr
+
+
+def test_resume_refuses_a_changed_config(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    # A run state from an interrupted run, written as the job writes it.
+    from ray_jobs.train import write_run_state
+    from sentiray.config import build_config
+
+    cfg = build_config(overrides={"dataset": str(synthetic_data_dir), "base_model": str(tiny_model_dir),
+                                  "max_length": 64, "storage_path": str(tmp_path), "name": "half"})
+    write_run_state(cfg, "half", "running")
+    changed = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, str(tmp_path), resume="half",
+                                     learning_rate=1e-4))
+    assert changed.returncode == 1
+    assert "different configuration" in changed.stderr and "optim.learning_rate" in changed.stderr
+
+
+def test_s3_storage_and_output(
+    head: RayHead, moto_endpoint: str, tiny_model_dir: Path, synthetic_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    import boto3
+
+    for key, value in {**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="sentiray")
+    proc = run_job(
+        head,
+        job_args(tiny_model_dir, synthetic_data_dir, "s3://sentiray/runs", name="s3run",
+                 output="s3://sentiray/models/s3run", epochs=2),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = parse_result(proc.stdout)
+    assert result["artifact"] == "s3://sentiray/models/s3run"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="sentiray")["Contents"]}
+    assert "models/s3run/sentiray.json" in keys
+    assert "runs/s3run/sentiray_run.json" in keys
+    assert any(k.startswith("runs/s3run/checkpoint_") for k in keys)
+    accuracy, _ = held_out_accuracy(result["artifact"], synthetic_data_dir / "test.parquet")
+    assert accuracy >= 0.95
+
+    # A tampered object in the store is refused by the loader.
+    s3.put_object(Bucket="sentiray", Key="models/s3run/config.json", Body=b"{}")
+    from sentiray.artifact import fetch_artifact
+
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        fetch_artifact("s3://sentiray/models/s3run", cache_root=tmp_path / "cache")
+
+
+def test_job_submission_client_runs_the_entrypoint(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(head.dashboard_url)
+    args = " ".join(job_args(tiny_model_dir, synthetic_data_dir, str(tmp_path), name="submitted", epochs=2))
+    job_id = client.submit_job(entrypoint=f"{sys.executable} -m ray_jobs.train {args}")
+    deadline = time.monotonic() + 600
+    status = client.get_job_status(job_id)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.monotonic() < deadline:
+        time.sleep(2)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    result = parse_result(logs)
+    manifest = verify_artifact(result["artifact"])
+    assert manifest.test_metrics is not None and manifest.test_metrics["accuracy"] >= 0.95
