@@ -55,7 +55,8 @@ def test_config_args_build_the_application(config: dict[str, Any]) -> None:
 
     args = config["applications"][0]["args"]
     AppArgs.model_validate(args)
-    app = call_user_app_builder_with_args_if_necessary(app_builder, args)  # as `serve deploy` does
+    builder: Any = app_builder
+    app = call_user_app_builder_with_args_if_necessary(builder, args)  # as `serve deploy` does
     assert type(app).__name__ == "Application"
 
 
