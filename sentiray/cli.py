@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "sentiray.commands.serve",
     "sentiray.commands.predict",
     "sentiray.commands.k8s",
+    "sentiray.commands.ui",
+    "sentiray.commands.push",
 ]
 
 log = logging.getLogger("sentiray")
