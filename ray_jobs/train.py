@@ -278,6 +278,12 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
         "wall_seconds": round(wall, 2),
     }
     print(RESULT_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    if cfg.run.push_to_hub:
+        from sentiray.hub import push_artifact
+
+        # After the result line: a failed push (HubError, exit 1) keeps the artifact and the run's record.
+        pushed = push_artifact(location, cfg.run.push_to_hub)
+        print(f"pushed to the Hub: {pushed.repo_url} ({pushed.commit_url})", flush=True)
     return summary
 
 

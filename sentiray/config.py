@@ -137,6 +137,11 @@ class RunConfig(_Section):
     output: str | None = Field(
         None, description="Artifact destination, a path or URI (default: <storage>/<name>/artifact)"
     )
+    push_to_hub: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$",
+        description="After training, publish the artifact to this Hub repository, NAMESPACE/NAME "
+        "(token from HF_TOKEN; a failed push keeps the artifact and exits 1)",
+    )
 
     @model_validator(mode="after")
     def _name_or_resume(self) -> RunConfig:
@@ -157,7 +162,8 @@ class TrainJobConfig(_Section):
         """Hash of everything that changes the trained model (not where or under which name it runs)."""
         payload = self.model_dump(mode="json")
         for operational in (
-            "name", "resume", "resume_if_exists", "max_failures", "storage_path", "output", "keep_checkpoints"
+            "name", "resume", "resume_if_exists", "max_failures", "storage_path", "output",
+            "keep_checkpoints", "push_to_hub",
         ):
             payload["run"].pop(operational)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -91,10 +91,12 @@ def push_artifact(
     endpoint = hub_endpoint()
     if _offline():
         raise HubError(
-            f"cannot push to {endpoint}/{repo_id}: HF_HUB_OFFLINE is set. The artifact at {location} is "
-            "unchanged; push it later with `sentiray push`"
+            f"cannot push to {endpoint}/{repo_id}: HF_HUB_OFFLINE is set; {_kept(location, repo_id)}"
         )
-    token = _token()
+    try:
+        token = _token()
+    except HubError as e:
+        raise HubError(f"{e}; {_kept(location, repo_id)}") from None
     if not (Path(local_dir) / MODEL_CARD).is_file():
         log.warning("%s has no %s: the Hub page will show no model card", location, MODEL_CARD)
     files = len(manifest.files) + 1  # the manifest itself
@@ -115,7 +117,7 @@ def push_artifact(
         )
     except OfflineModeIsEnabled as e:
         raise HubError(
-            f"cannot push to {endpoint}/{repo_id}: offline mode ({e}); the artifact is unchanged"
+            f"cannot push to {endpoint}/{repo_id}: offline mode ({e}); {_kept(location, repo_id)}"
         ) from e
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
@@ -125,19 +127,18 @@ def push_artifact(
         }.get(status if isinstance(status, int) else 0, "")
         raise HubError(
             f"the Hub at {endpoint} refused the push to {repo_id} (HTTP {status}{hint}): "
-            f"{_first_line(str(e))}. The artifact at {location} is unchanged"
+            f"{_first_line(str(e))}; {_kept(location, repo_id)}"
         ) from e
     except ValueError as e:  # e.g. model card metadata the Hub's validator rejects
         raise HubError(
-            f"the Hub refused the push to {repo_id}: {_first_line(str(e))}. "
-            f"The artifact at {location} is unchanged"
+            f"the Hub refused the push to {repo_id}: {_first_line(str(e))}; {_kept(location, repo_id)}"
         ) from e
     except Exception as e:
         if not _is_transport_error(e):
             raise
         raise HubError(
             f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {_first_line(str(e))}); "
-            f"nothing was pushed to {repo_id} and the artifact at {location} is unchanged"
+            f"nothing was pushed to {repo_id}; {_kept(location, repo_id)}"
         ) from e
     commit_url = getattr(commit, "commit_url", str(commit))
     log.info("pushed %d files of %s to %s (%s)", files, location, repo_url, commit_url)
@@ -149,6 +150,10 @@ def _is_transport_error(e: BaseException) -> bool:
     if isinstance(e, OSError):
         return True
     return any(c.__module__.split(".")[0] in _HTTP_STACKS for c in type(e).__mro__)
+
+
+def _kept(location: str, repo_id: str) -> str:
+    return f"the artifact at {location} is unchanged; retry with `sentiray push {location} {repo_id}`"
 
 
 def _first_line(text: str) -> str:

@@ -84,8 +84,9 @@ def test_unreachable_hub_fails_clearly_and_changes_nothing(artifact: Path) -> No
     r = _push(artifact, {"HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test", "HF_ENDPOINT": closed})
     assert r.returncode == 1, r.stderr
     assert f"cannot reach the Hub at {closed}" in r.stderr
-    assert "artifact at" in r.stderr
-    assert "unchanged" in r.stderr
+    assert (
+        f"the artifact at {artifact} is unchanged; retry with `sentiray push {artifact} {REPO}`" in r.stderr
+    )
     assert "Traceback" not in r.stderr
     assert _snapshot(artifact) == before
 
@@ -205,3 +206,18 @@ def test_push_uploads_the_whole_artifact_as_one_commit(artifact: Path, fake_hub:
     ]
     assert {auth for _, _, auth in fake_hub.requests} == {"Bearer hf_secret"}
     assert fake_hub.commit_message == "sentiray artifact (base tiny-distilbert, test accuracy 0.5000)"
+
+
+def test_train_flag_reaches_the_run_config_and_not_the_fingerprint() -> None:
+    import argparse
+
+    from sentiray.config import add_config_arguments, build_config, config_from_namespace
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    cfg = config_from_namespace(parser.parse_args(["--push-to-hub", REPO]))
+    assert cfg.run.push_to_hub == REPO
+    # Publishing is operational: a run may be resumed with or without it.
+    assert cfg.fingerprint() == build_config().fingerprint()
+    with pytest.raises(ConfigError, match="run.push_to_hub"):
+        build_config(overrides={"push_to_hub": "no-namespace"})
