@@ -185,8 +185,11 @@ def validate_objects(objects: list[dict[str, Any]]) -> list[str]:
 
 def _ray_cluster_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     spec = obj.get("spec", {})
-    return {"RayJob": spec.get("rayClusterSpec"), "RayService": spec.get("rayClusterConfig"),
-            "RayCluster": spec}.get(obj.get("kind", ""))
+    return {
+        "RayJob": spec.get("rayClusterSpec"),
+        "RayService": spec.get("rayClusterConfig"),
+        "RayCluster": spec,
+    }.get(obj.get("kind", ""))
 
 
 def embedded_pods(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -200,14 +203,16 @@ def embedded_pods(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
         autoscaler = cluster.get("autoscalerOptions")
         if cluster.get("enableInTreeAutoscaling") and autoscaler is not None:
             # KubeRay injects this container into the head pod from autoscalerOptions.
-            head["spec"]["containers"].append({
-                "name": "autoscaler",
-                "image": autoscaler.get("image", head["spec"]["containers"][0]["image"]),
-                "imagePullPolicy": autoscaler.get("imagePullPolicy", "IfNotPresent"),
-                "resources": autoscaler.get("resources", {}),
-                "securityContext": autoscaler.get("securityContext", {}),
-                "volumeMounts": autoscaler.get("volumeMounts", []),
-            })
+            head["spec"]["containers"].append(
+                {
+                    "name": "autoscaler",
+                    "image": autoscaler.get("image", head["spec"]["containers"][0]["image"]),
+                    "imagePullPolicy": autoscaler.get("imagePullPolicy", "IfNotPresent"),
+                    "resources": autoscaler.get("resources", {}),
+                    "securityContext": autoscaler.get("securityContext", {}),
+                    "volumeMounts": autoscaler.get("volumeMounts", []),
+                }
+            )
         templates.append(("head", head))
         templates += [(g["groupName"], g["template"]) for g in cluster.get("workerGroupSpecs", [])]
     if obj.get("kind") == "RayJob" and obj["spec"].get("submitterPodTemplate"):
@@ -242,9 +247,24 @@ def run_checkov(folder: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false", LOG_LEVEL="WARNING")
     proc = subprocess.run(
-        [exe, "-d", str(folder), "--framework", "kubernetes", "--config-file", str(REPO / ".checkov.yaml"),
-         "-o", "json", "--compact", "--quiet"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+        [
+            exe,
+            "-d",
+            str(folder),
+            "--framework",
+            "kubernetes",
+            "--config-file",
+            str(REPO / ".checkov.yaml"),
+            "-o",
+            "json",
+            "--compact",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
     )
     if not proc.stdout.strip():
         raise RuntimeError(f"checkov printed nothing (rc {proc.returncode}): {proc.stderr[-2000:]}")
@@ -264,13 +284,24 @@ def run_checkov(folder: Path) -> dict[str, Any]:
 
 _CPU_SERVE = {
     "worker": {"gpu": {"enabled": False}, "tolerations": []},
-    "rayActorOptions": {"SentimentIngress": {"num_cpus": 0.1}, "SentimentModel": {"num_cpus": 2, "num_gpus": 0}},
+    "rayActorOptions": {
+        "SentimentIngress": {"num_cpus": 0.1},
+        "SentimentModel": {"num_cpus": 2, "num_gpus": 0},
+    },
 }
 SERVE_MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "cpu": _CPU_SERVE,
-    "gpu": {"worker": {"gpu": {"enabled": True, "perWorker": 1}, "nodeSelector": {"nvidia.com/gpu.present": "true"}}},
-    "autoscaling-off": {"autoscaling": {"enabled": False}, "worker": {"replicas": 2, "minReplicas": 2, "maxReplicas": 2}},
+    "gpu": {
+        "worker": {
+            "gpu": {"enabled": True, "perWorker": 1},
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        }
+    },
+    "autoscaling-off": {
+        "autoscaling": {"enabled": False},
+        "worker": {"replicas": 2, "minReplicas": 2, "maxReplicas": 2},
+    },
     "auth-off": {"rayAuth": {"enabled": False}, "apiAuth": {"enabled": False}},
     "everything-on": {
         "apiAuth": {"enabled": True, "existingSecret": "sentiray-api-token"},
@@ -278,11 +309,18 @@ SERVE_MATRIX: dict[str, dict[str, Any]] = {
         "objectStore": {"credentialsSecret": "s3-credentials", "endpoint": "http://minio.storage:9000"},
         "model": {"uri": "s3://models/sentiray/artifact"},
         "modelVolume": {"claimName": ""},
-        "ingress": {"enabled": True, "className": "nginx", "host": "sentiray.example.com",
-                    "tls": {"enabled": True, "secretName": "sentiray-tls"}},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "sentiray.example.com",
+            "tls": {"enabled": True, "secretName": "sentiray-tls"},
+        },
         "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
-        "gcsFaultTolerance": {"enabled": True, "redisAddress": "redis.storage:6379",
-                              "redisPassword": {"existingSecret": "redis-password"}},
+        "gcsFaultTolerance": {
+            "enabled": True,
+            "redisAddress": "redis.storage:6379",
+            "redisPassword": {"existingSecret": "redis-password"},
+        },
         "ui": {"enabled": True},
         "imagePullSecrets": [{"name": "registry"}],
         "image": {"digest": "sha256:" + "a" * 64},
@@ -290,14 +328,20 @@ SERVE_MATRIX: dict[str, dict[str, Any]] = {
 }
 TRAIN_MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "cpu": {"workers": {"gpu": {"enabled": False}, "tolerations": []}, "job": {"config": {"precision": "fp32"}}},
+    "cpu": {
+        "workers": {"gpu": {"enabled": False}, "tolerations": []},
+        "job": {"config": {"precision": "fp32"}},
+    },
     "gpu": {"workers": {"replicas": 4, "gpu": {"enabled": True}}},
     "single-worker-rwo": {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}},
     "auth-off": {"rayAuth": {"enabled": False}},
     "object-store": {
-        "storage": {"type": "objectStore", "objectStore": {"uri": "s3://bucket/sentiray/runs",
-                                                          "credentialsSecret": "s3-credentials"}},
-        "hubToken": {"existingSecret": "hf-token"}, "job": {"submissionMode": "HTTPMode"},
+        "storage": {
+            "type": "objectStore",
+            "objectStore": {"uri": "s3://bucket/sentiray/runs", "credentialsSecret": "s3-credentials"},
+        },
+        "hubToken": {"existingSecret": "hf-token"},
+        "job": {"submissionMode": "HTTPMode"},
         "monitoring": {"podMonitor": {"enabled": True}},
     },
 }

@@ -9,21 +9,25 @@ from pathlib import Path
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "k8s", help="Train on and inspect a Kubernetes cluster with KubeRay",
+        "k8s",
+        help="Train on and inspect a Kubernetes cluster with KubeRay",
         description="Create and follow a training RayJob, show RayJob/RayService status, keep the "
         "Kubernetes copies of serve/config.yaml in sync.",
     )
     sub = parser.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
 
     def cluster_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-n", "--namespace", help="Namespace (default: the kubeconfig context's, else default)")
+        p.add_argument(
+            "-n", "--namespace", help="Namespace (default: the kubeconfig context's, else default)"
+        )
         p.add_argument("--kubeconfig", help="Kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
         p.add_argument("--context", help="Kubeconfig context")
 
     train = sub.add_parser(
-        "train", help="Create the training RayJob, follow it, print its metrics and artifact",
+        "train",
+        help="Create the training RayJob, follow it, print its metrics and artifact",
         description="Create the RayJob from a manifest or the training chart, follow its status until it "
         "completes or fails, then print the test metrics and the artifact location from the job's "
         "SENTIRAY_RESULT log line.",
@@ -32,11 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     source.add_argument("-f", "--manifest", help="YAML file holding the RayJob (and optionally its PVC)")
     source.add_argument("--chart", help="Chart folder to render (e.g. helm/sentiray-train)")
     train.add_argument("--release", default="sentiray-train", help="Release name when rendering --chart")
-    train.add_argument("--values", action="append", default=[], metavar="FILE", help="Values file for --chart")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
-                       help="Value for --chart, Helm --set syntax")
-    train.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="Stop following after this long (the job keeps running)")
+    train.add_argument(
+        "--values", action="append", default=[], metavar="FILE", help="Values file for --chart"
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="set_values",
+        help="Value for --chart, Helm --set syntax",
+    )
+    train.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Stop following after this long (the job keeps running)",
+    )
     train.add_argument("--no-follow", action="store_true", help="Create the RayJob and return")
     train.add_argument("--attach", action="store_true", help="If the RayJob exists already, follow it")
     cluster_options(train)
@@ -49,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     cluster_options(status)
     status.set_defaults(handler=_status)
 
-    sync = sub.add_parser("sync-serve-config", help="Copy serve/config.yaml into the chart and kustomize bases")
+    sync = sub.add_parser(
+        "sync-serve-config", help="Copy serve/config.yaml into the chart and kustomize bases"
+    )
     sync.add_argument("--check", action="store_true", help="Only report stale copies (exit 1 if any)")
     sync.add_argument("--repo", default=None, help="Repository root (default: the source checkout)")
     sync.set_defaults(handler=_sync)
@@ -71,8 +90,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.manifest:
         docs = load_manifests(args.manifest)
     else:
-        docs = render_chart(args.chart, release=args.release, namespace=cluster.namespace,
-                            values_files=args.values, set_values=args.set_values)
+        docs = render_chart(
+            args.chart,
+            release=args.release,
+            namespace=cluster.namespace,
+            values_files=args.values,
+            set_values=args.set_values,
+        )
     ops.require_kuberay(cluster, RAYJOB)
     created = ops.create_objects(cluster, docs, attach=args.attach)
     name = created["metadata"]["name"]
@@ -105,14 +129,18 @@ def _status(args: argparse.Namespace) -> int:
     from sentiray.kube.resources import RAYJOB, RAYSERVICE
 
     cluster = ops.connect(args.kubeconfig, args.context, args.namespace)
-    wanted = [r for r, flag in ((RAYJOB, args.job), (RAYSERVICE, args.service)) if flag] or [RAYJOB, RAYSERVICE]
+    wanted = [r for r, flag in ((RAYJOB, args.job), (RAYSERVICE, args.service)) if flag] or [
+        RAYJOB,
+        RAYSERVICE,
+    ]
     ops.require_kuberay(cluster, *wanted)
     jobs = services = []
     if RAYJOB in wanted:
         jobs = [ops.get_object(cluster, RAYJOB, args.job)] if args.job else ops.list_objects(cluster, RAYJOB)
     if RAYSERVICE in wanted:
         services = (
-            [ops.get_object(cluster, RAYSERVICE, args.service)] if args.service
+            [ops.get_object(cluster, RAYSERVICE, args.service)]
+            if args.service
             else ops.list_objects(cluster, RAYSERVICE)
         )
     if args.output == "json":
@@ -120,8 +148,12 @@ def _status(args: argparse.Namespace) -> int:
             "namespace": cluster.namespace,
             "rayjobs": [{"name": j["metadata"]["name"], "status": j.get("status") or {}} for j in jobs],
             "rayservices": [
-                {"name": s["metadata"]["name"], "status": s.get("status") or {},
-                 "endpoint": ops.serve_endpoint(cluster, s)} for s in services
+                {
+                    "name": s["metadata"]["name"],
+                    "status": s.get("status") or {},
+                    "endpoint": ops.serve_endpoint(cluster, s),
+                }
+                for s in services
             ],
         }
         print(json.dumps(out, indent=2, sort_keys=True))

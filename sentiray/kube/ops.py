@@ -1,4 +1,4 @@
-"""Cluster operations with the `kubernetes` client: create and follow a RayJob, read its result, report status.
+"""Cluster operations with the `kubernetes` client: create and follow a RayJob, read its result, status.
 
 Every API failure is turned into a KubeError that says what to check: no cluster (nothing configured
 or nothing answering), no KubeRay CRDs (the ray.io/v1 group is not served) or no permission (403).
@@ -7,6 +7,7 @@ or nothing answering), no KubeRay CRDs (the ray.io/v1 group is not served) or no
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,6 @@ from sentiray.kube.errors import ForbiddenError, KubeError, MissingCRDError, NoC
 from sentiray.kube.resources import (
     GROUP,
     RAYJOB,
-    RAYSERVICE,
     VERSION,
     Resource,
     is_terminal,
@@ -74,11 +74,16 @@ class Cluster:
         self.core = client.CoreV1Api(self.api_client)
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None) -> Cluster:
+def connect(
+    kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+) -> Cluster:
     """Load a kubeconfig (KUBECONFIG, ~/.kube/config) or the in-cluster service account."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    # The client reads KUBECONFIG once, at import; read it here so a changed environment counts.
+    explicit = bool(kubeconfig or context)
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
         _, active = config.list_kube_config_contexts(config_file=kubeconfig)
@@ -88,7 +93,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None, namespace
             chosen = next((c for c in contexts if c["name"] == context), None)
             default_ns = (chosen or {}).get("context", {}).get("namespace")
     except (ConfigException, FileNotFoundError) as e:
-        if kubeconfig or context:
+        if explicit:
             raise NoClusterError(f"kubeconfig: {e}") from None
         try:
             config.load_incluster_config()
@@ -152,7 +157,9 @@ def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool
                     if e.status != 409:
                         raise
         elif kind != RAYJOB.kind:
-            log.warning("skipping %s %s: apply it with helm or kubectl", kind, doc.get("metadata", {}).get("name"))
+            log.warning(
+                "skipping %s %s: apply it with helm or kubectl", kind, doc.get("metadata", {}).get("name")
+            )
     body = rayjobs[0]
     name = body["metadata"]["name"]
     body["metadata"]["namespace"] = cluster.namespace
@@ -185,7 +192,9 @@ def get_object(cluster: Cluster, resource: Resource, name: str) -> dict[str, Any
             return obj
         except ApiException as e:
             if e.status == 404:
-                raise KubeError(f"{resource.kind} {name} not found in namespace {cluster.namespace}") from None
+                raise KubeError(
+                    f"{resource.kind} {name} not found in namespace {cluster.namespace}"
+                ) from None
             raise
 
 
@@ -245,8 +254,12 @@ def follow_rayjob(
         try:
             with _api_errors(f"watching RayJob {name}"):
                 for event in w.stream(
-                    cluster.custom.list_namespaced_custom_object, GROUP, VERSION, cluster.namespace,
-                    RAYJOB.plural, field_selector=f"metadata.name={name}",
+                    cluster.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    cluster.namespace,
+                    RAYJOB.plural,
+                    field_selector=f"metadata.name={name}",
                     resource_version=obj["metadata"].get("resourceVersion"),
                     timeout_seconds=int(min(remaining or 60, 60)) or 1,
                 ):
@@ -293,10 +306,12 @@ def read_job_result(cluster: Cluster, rayjob: dict[str, Any]) -> dict[str, Any] 
     output, so the line is in its log; the newest pod is the last attempt's.
     """
     name = rayjob["metadata"]["name"]
-    candidates = [(p, None) for p in _pods(cluster, f"job-name={name}")]
+    candidates: list[tuple[Any, str | None]] = [(p, None) for p in _pods(cluster, f"job-name={name}")]
     cluster_name = (rayjob.get("status") or {}).get("rayClusterName")
     if cluster_name:
-        candidates += [(p, "ray-head") for p in _pods(cluster, f"ray.io/cluster={cluster_name},ray.io/node-type=head")]
+        candidates += [
+            (p, "ray-head") for p in _pods(cluster, f"ray.io/cluster={cluster_name},ray.io/node-type=head")
+        ]
     for pod, container in candidates:
         with _api_errors(f"reading the log of pod {pod.metadata.name}"):
             text = cluster.core.read_namespaced_pod_log(
@@ -314,7 +329,9 @@ def read_job_result(cluster: Cluster, rayjob: dict[str, Any]) -> dict[str, Any] 
 def list_objects(cluster: Cluster, resource: Resource) -> list[dict[str, Any]]:
     """All objects of a KubeRay resource in the namespace."""
     with _api_errors(f"listing {resource.plural}"):
-        listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, resource.plural)
+        listed = cluster.custom.list_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, resource.plural
+        )
     return list(listed.get("items", []))
 
 
@@ -329,7 +346,9 @@ def job_report(rayjob: dict[str, Any]) -> list[str]:
     status = rayjob.get("status") or {}
     meta = rayjob["metadata"]
     spec = rayjob.get("spec") or {}
-    workers = sum(int(g.get("replicas", 0)) for g in (spec.get("rayClusterSpec") or {}).get("workerGroupSpecs", []))
+    workers = sum(
+        int(g.get("replicas", 0)) for g in (spec.get("rayClusterSpec") or {}).get("workerGroupSpecs", [])
+    )
     cluster_status = status.get("rayClusterStatus") or {}
     lines = [
         f"RayJob {meta['name']}: {describe_job_change(rayjob)}",
@@ -341,7 +360,9 @@ def job_report(rayjob: dict[str, Any]) -> list[str]:
     if status.get("dashboardURL"):
         lines.append(f"  dashboard: http://{status['dashboardURL']}")
     for c in cluster_status.get("conditions") or []:
-        lines.append(f"  cluster condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip())
+        lines.append(
+            f"  cluster condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip()
+        )
     return lines
 
 
@@ -361,7 +382,8 @@ def service_report(cluster: Cluster, rayservice: dict[str, Any]) -> list[str]:
     lines.append(
         f"  workers: ready {cluster_status.get('readyWorkerReplicas', 0)}, "
         f"desired {cluster_status.get('desiredWorkerReplicas', 0)} "
-        f"(min {cluster_status.get('minWorkerReplicas', '-')}, max {cluster_status.get('maxWorkerReplicas', '-')}), "
+        f"(min {cluster_status.get('minWorkerReplicas', '-')}, "
+        f"max {cluster_status.get('maxWorkerReplicas', '-')}), "
         f"GPUs {cluster_status.get('desiredGPU', '0')}"
     )
     lines.append(f"  serve endpoints: {status.get('numServeEndpoints', 0)}")
@@ -386,6 +408,8 @@ def _ingress_urls(cluster: Cluster, service: str) -> list[str]:
         return []
     urls = []
     for ing in items:
+        if ing.spec is None:
+            continue
         tls_hosts = {h for t in (ing.spec.tls or []) for h in (t.hosts or [])}
         for rule in ing.spec.rules or []:
             for path in (rule.http.paths if rule.http else []) or []:

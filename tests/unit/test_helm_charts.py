@@ -62,7 +62,7 @@ def test_every_value_is_documented(chart: str) -> None:
         if j >= 0 and j < i and lines[j].strip().startswith("# --"):
             documented_at.append(indent)
             continue
-        child = next((ln for ln in lines[i + 1:] if ln.strip() and not ln.strip().startswith("#")), "")
+        child = next((ln for ln in lines[i + 1 :] if ln.strip() and not ln.strip().startswith("#")), "")
         is_section = line.rstrip().endswith(":") and len(child) - len(child.lstrip()) > indent
         if not is_section:
             undocumented.append(line.strip())
@@ -111,7 +111,11 @@ SCHEMA_REFUSALS = [
     ("sentiray-train", {"job": {"config": {"numWorkers": 3}}}, "numWorkers"),
     ("sentiray-train", {"job": {"runName": "bad name"}}, "/job/runName"),
     ("sentiray-train", {"storage": {"type": "nfs"}}, "/storage/type"),
-    ("sentiray-train", {"storage": {"pvc": {"accessModes": ["ReadWriteSometimes"]}}}, "/storage/pvc/accessModes"),
+    (
+        "sentiray-train",
+        {"storage": {"pvc": {"accessModes": ["ReadWriteSometimes"]}}},
+        "/storage/pvc/accessModes",
+    ),
     ("sentiray-train", {"image": {"repository": ""}}, "/image/repository"),
 ]
 
@@ -125,23 +129,47 @@ def test_schema_refuses_bad_values(chart: str, values: dict[str, Any], key: str)
 
 # Cross-field rules (`fail` in the templates); the message names the key.
 FAIL_RULES = [
-    ("sentiray-serve", {"worker": {"minReplicas": 5, "maxReplicas": 4}}, "worker.minReplicas (5) must not be above"),
+    (
+        "sentiray-serve",
+        {"worker": {"minReplicas": 5, "maxReplicas": 4}},
+        "worker.minReplicas (5) must not be above",
+    ),
     ("sentiray-serve", {"worker": {"replicas": 9}}, "worker.replicas (9) must lie between"),
     ("sentiray-serve", {"worker": {"gpu": {"enabled": False}}}, "rayActorOptions.SentimentModel.num_gpus"),
     ("sentiray-serve", {"apiAuth": {"enabled": True}}, "apiAuth.existingSecret is required"),
     ("sentiray-serve", {"ingress": {"enabled": True}}, "ingress.host is required"),
-    ("sentiray-serve", {"ingress": {"enabled": True, "host": "a.example.com"}}, "ingress.tls.secretName is required"),
-    ("sentiray-serve", {"gcsFaultTolerance": {"enabled": True}}, "gcsFaultTolerance.redisAddress is required"),
-    ("sentiray-serve", {"worker": {"replicas": 2, "minReplicas": 2}, "podDisruptionBudget": {"maxUnavailable": 2}},
-     "podDisruptionBudget.maxUnavailable (2) must be below"),
-    ("sentiray-train", {"workers": {"replicas": 2}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}},
-     "storage.pvc.accessModes [ReadWriteOnce] cannot be shared"),
+    (
+        "sentiray-serve",
+        {"ingress": {"enabled": True, "host": "a.example.com"}},
+        "ingress.tls.secretName is required",
+    ),
+    (
+        "sentiray-serve",
+        {"gcsFaultTolerance": {"enabled": True}},
+        "gcsFaultTolerance.redisAddress is required",
+    ),
+    (
+        "sentiray-serve",
+        {"worker": {"replicas": 2, "minReplicas": 2}, "podDisruptionBudget": {"maxUnavailable": 2}},
+        "podDisruptionBudget.maxUnavailable (2) must be below",
+    ),
+    (
+        "sentiray-train",
+        {"workers": {"replicas": 2}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}},
+        "storage.pvc.accessModes [ReadWriteOnce] cannot be shared",
+    ),
     ("sentiray-train", {"storage": {"type": "objectStore"}}, "storage.objectStore.uri is required"),
-    ("sentiray-train", {"job": {"shutdownAfterJobFinishes": False}}, "job.ttlSecondsAfterFinished only applies"),
+    (
+        "sentiray-train",
+        {"job": {"shutdownAfterJobFinishes": False}},
+        "job.ttlSecondsAfterFinished only applies",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("chart", "values", "message"), FAIL_RULES, ids=[m.split(" ")[0] for *_, m in FAIL_RULES])
+@pytest.mark.parametrize(
+    ("chart", "values", "message"), FAIL_RULES, ids=[m.split(" ")[0] for *_, m in FAIL_RULES]
+)
 def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError) as err:
         render_chart(chart, values)
@@ -149,8 +177,9 @@ def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any],
 
 
 def test_training_accepts_read_write_once_with_one_worker() -> None:
-    objects = chart_objects("sentiray-train", {"workers": {"replicas": 1},
-                                               "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}})
+    objects = chart_objects(
+        "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
+    )
     assert _by_kind(objects, "PersistentVolumeClaim")[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
@@ -174,7 +203,8 @@ def test_secure_by_default(chart: str, variant: str, values: dict[str, Any]) -> 
             assert sc["readOnlyRootFilesystem"] is True
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-            assert c["resources"]["limits"] and c["resources"]["requests"]
+            assert c["resources"]["limits"]
+            assert c["resources"]["requests"]
             for e in c.get("env", []):
                 assert "secretKeyRef" not in e.get("valueFrom", {}), "secrets are mounted as files"
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
@@ -229,12 +259,18 @@ def test_rayjob_lifecycle_and_shared_storage() -> None:
     assert spec["activeDeadlineSeconds"] == 21600
     argv = spec["entrypoint"].split()
     assert argv[:3] == ["python", "-m", "ray_jobs.train"]
-    assert argv[argv.index("--name") + 1] == "sentiray-imdb" and "--resume-if-exists" in argv
+    assert argv[argv.index("--name") + 1] == "sentiray-imdb"
+    assert "--resume-if-exists" in argv
     assert argv[argv.index("--storage-path") + 1] == "/mnt/sentiray/runs"
     cluster = spec["rayClusterSpec"]
-    for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in template["spec"]["volumes"]
-                  if "persistentVolumeClaim" in v]
+    for template in [cluster["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster["workerGroupSpecs"]
+    ]:
+        claims = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in template["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        ]
         assert claims == ["sentiray-runs"]
 
 
@@ -253,7 +289,9 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 
 @pytest.mark.parametrize("chart", CHART_NAMES)
 def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None:
-    policy = next(o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray"))
+    policy = next(
+        o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray")
+    )
     rules = policy["spec"]["ingress"]
     control = {6379, 8265, 10001}
     for rule in rules:
@@ -263,13 +301,23 @@ def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None
             continue
         if _ports(rule) & control:
             for peer in peers:
-                ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                ns = (
+                    peer.get("namespaceSelector", {})
+                    .get("matchLabels", {})
+                    .get("kubernetes.io/metadata.name")
+                )
                 assert "podSelector" in peer or ns == "kuberay-operator", peer
                 if ns == "kuberay-operator":
                     assert _ports(rule) == {8265}
-    monitoring = [r for r in rules if any(
-        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
-        for p in r.get("from", []))]
+    monitoring = [
+        r
+        for r in rules
+        if any(
+            p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            == "monitoring"
+            for p in r.get("from", [])
+        )
+    ]
     assert [_ports(r) for r in monitoring] == [{8080}]
     other = chart_objects(chart, {"networkPolicy": {"operatorNamespace": "ray-system"}})
     assert "ray-system" in yaml.safe_dump(_by_kind(other, "NetworkPolicy"))
@@ -299,7 +347,12 @@ def test_optional_objects_when_enabled() -> None:
         "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis-password", "key": "password"}}},
     }
     ui = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
-    assert ui["containers"][0]["command"][:4] == ["sentiray", "ui", "--endpoint", "http://rel-sentiray-serve-serve-svc:8000"]
+    assert ui["containers"][0]["command"][:4] == [
+        "sentiray",
+        "ui",
+        "--endpoint",
+        "http://rel-sentiray-serve-serve-svc:8000",
+    ]
     assert ui["automountServiceAccountToken"] is False
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in head["env"]}
@@ -312,11 +365,16 @@ def test_optional_objects_when_enabled() -> None:
 
 
 def test_helm_test_pod_calls_health_and_predict() -> None:
-    pod = next(o for o in chart_objects("sentiray-serve", {"apiAuth": {"enabled": True, "existingSecret": "tok"}})
-               if o["kind"] == "Pod")
+    pod = next(
+        o
+        for o in chart_objects("sentiray-serve", {"apiAuth": {"enabled": True, "existingSecret": "tok"}})
+        if o["kind"] == "Pod"
+    )
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["command"][-1]
-    assert '"/health"' in script and '"/predict"' in script and '"inputs"' in script
+    assert '"/health"' in script
+    assert '"/predict"' in script
+    assert '"inputs"' in script
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["ENDPOINT"] == "http://rel-sentiray-serve-serve-svc.ml.svc:8000"
     assert env["SENTIRAY_API_TOKEN_FILE"].endswith("/token")
@@ -327,9 +385,11 @@ def test_helm_test_pod_calls_health_and_predict() -> None:
 def test_notes_say_how_to_follow(chart: str) -> None:
     notes = render_chart(chart)[f"{chart}/templates/NOTES.txt"]
     if chart == "sentiray-serve":
-        assert "port-forward svc/rel-sentiray-serve-serve-svc 8000:8000" in notes and "helm test rel" in notes
+        assert "port-forward svc/rel-sentiray-serve-serve-svc 8000:8000" in notes
+        assert "helm test rel" in notes
     else:
-        assert "sentiray k8s status --job rel-sentiray-train" in notes and "logs -f job/rel-sentiray-train" in notes
+        assert "sentiray k8s status --job rel-sentiray-train" in notes
+        assert "logs -f job/rel-sentiray-train" in notes
 
 
 def test_long_release_names_are_cut_for_kuberay() -> None:

@@ -38,11 +38,15 @@ def test_rendered_serve_config_differs_only_in_allowed_overrides(variant: str) -
     assert serve_config_differences(source, rendered) == []
     app = rendered["applications"][0]
     values = SERVE_MATRIX[variant]
-    assert app["args"]["model"] == values.get("model", {}).get("uri", "/mnt/sentiray/runs/sentiray-imdb/artifact")
+    assert app["args"]["model"] == values.get("model", {}).get(
+        "uri", "/mnt/sentiray/runs/sentiray-imdb/artifact"
+    )
     assert rendered["http_options"]["host"] == "0.0.0.0"
     options = {d["name"]: d["ray_actor_options"] for d in app["deployments"]}
     expected = values.get("rayActorOptions") or {
-        "SentimentIngress": {"num_cpus": 0.1}, "SentimentModel": {"num_cpus": 1, "num_gpus": 1}}
+        "SentimentIngress": {"num_cpus": 0.1},
+        "SentimentModel": {"num_cpus": 1, "num_gpus": 1},
+    }
     assert options == expected
 
 
@@ -50,8 +54,12 @@ def test_chart_rendering_matches_the_python_overrides() -> None:
     """The template and sentiray.kube.serveconfig.apply_overrides implement the same rule."""
     values = SERVE_MATRIX["everything-on"]
     expected = apply_overrides(
-        load_serve_config(REPO / SOURCE), model_uri=values["model"]["uri"],
-        ray_actor_options={"SentimentIngress": {"num_cpus": 0.1}, "SentimentModel": {"num_cpus": 1, "num_gpus": 1}},
+        load_serve_config(REPO / SOURCE),
+        model_uri=values["model"]["uri"],
+        ray_actor_options={
+            "SentimentIngress": {"num_cpus": 0.1},
+            "SentimentModel": {"num_cpus": 1, "num_gpus": 1},
+        },
         api_token_file="/var/run/secrets/sentiray/api-token/token",
     )
     assert _serve_config_v2(values) == expected
@@ -75,8 +83,11 @@ def test_serve_config_v2_is_a_valid_serve_config(variant: str) -> None:
     from serve.schemas import AppArgs
 
     rendered = _serve_config_v2(SERVE_MATRIX[variant])
-    schema = ServeDeploySchema.model_validate(rendered) if hasattr(ServeDeploySchema, "model_validate") \
+    schema = (
+        ServeDeploySchema.model_validate(rendered)
+        if hasattr(ServeDeploySchema, "model_validate")
         else ServeDeploySchema.parse_obj(rendered)
+    )
     assert [a.name for a in schema.applications] == ["sentiray"]
     assert schema.applications[0].import_path == "serve.app:app_builder"
     args = AppArgs.model_validate(rendered["applications"][0]["args"])
@@ -89,5 +100,7 @@ def test_kustomize_serve_config_matches_the_source(directory: Any) -> None:
     service = next(o for o in kustomize_objects(directory) if o["kind"] == "RayService")
     rendered = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert serve_config_differences(load_serve_config(REPO / SOURCE), rendered) == []
-    model = {d["name"]: d["ray_actor_options"] for d in rendered["applications"][0]["deployments"]}["SentimentModel"]
+    model = {d["name"]: d["ray_actor_options"] for d in rendered["applications"][0]["deployments"]}[
+        "SentimentModel"
+    ]
     assert model["num_gpus"] == (1 if directory.name == "gpu" else 0)

@@ -32,7 +32,12 @@ def test_chart_objects_are_valid(chart: str, variant: str, values: dict[str, Any
 def test_kustomize_builds_and_is_valid(directory: Path) -> None:
     objects = kustomize_objects(directory)
     assert {o["kind"] for o in objects} == {
-        "RayJob", "RayService", "PersistentVolumeClaim", "NetworkPolicy", "PodDisruptionBudget"}
+        "RayJob",
+        "RayService",
+        "PersistentVolumeClaim",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    }
     assert all(o["metadata"]["namespace"] == "sentiray" for o in objects)
     assert validate_objects(objects) == []
 
@@ -68,7 +73,9 @@ def test_a_misspelt_field_is_an_error(path: tuple[Any, ...], typo: str) -> None:
         node = node[part]
     node[typo] = True
     errors = crd_errors(job)
-    assert len(errors) == 1 and typo in errors[0] and "unknown field" in errors[0]
+    assert len(errors) == 1
+    assert typo in errors[0]
+    assert "unknown field" in errors[0]
 
 
 def test_schema_errors_are_reported_too() -> None:
@@ -94,7 +101,9 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _entrypoints() -> list[str]:
-    jobs = [o for c, _, v in MATRIX if c == "sentiray-train" for o in chart_objects(c, v) if o["kind"] == "RayJob"]
+    jobs = [
+        o for c, _, v in MATRIX if c == "sentiray-train" for o in chart_objects(c, v) if o["kind"] == "RayJob"
+    ]
     jobs += [o for d in KUSTOMIZE_DIRS for o in kustomize_objects(d) if o["kind"] == "RayJob"]
     return [j["spec"]["entrypoint"] for j in jobs]
 
@@ -107,4 +116,5 @@ def test_entrypoints_use_only_real_training_flags() -> None:
         argv = shlex.split(entrypoint)
         assert argv[:3] == ["python", "-m", "ray_jobs.train"]
         args = parser.parse_args(argv[3:])
-        assert args.name == "sentiray-imdb" and args.resume_if_exists is True
+        assert args.name == "sentiray-imdb"
+        assert args.resume_if_exists is True

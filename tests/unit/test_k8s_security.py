@@ -50,13 +50,17 @@ def test_every_skipped_check_has_a_reason() -> None:
     assert lines
     for line in lines:
         check, _, reason = line.strip()[2:].partition("#")
-        assert check.strip().startswith("CKV_K8S_") and len(reason.strip()) > 20, line
+        assert check.strip().startswith("CKV_K8S_"), line
+        assert len(reason.strip()) > 20, line
 
 
 def test_embedded_pods_cover_every_template() -> None:
     job = next(o for o in chart_objects("sentiray-train") if o["kind"] == "RayJob")
     assert [p["metadata"]["name"] for p in embedded_pods(job)] == [
-        "rel-sentiray-train-head", "rel-sentiray-train-gpu-workers", "rel-sentiray-train-submitter"]
+        "rel-sentiray-train-head",
+        "rel-sentiray-train-gpu-workers",
+        "rel-sentiray-train-submitter",
+    ]
     service = next(o for o in chart_objects("sentiray-serve") if o["kind"] == "RayService")
     head = next(embedded_pods(service))
     assert [c["name"] for c in head["spec"]["containers"]] == ["ray-head", "autoscaler"]
