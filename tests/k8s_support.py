@@ -9,6 +9,7 @@ import copy
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -348,3 +349,40 @@ TRAIN_MATRIX: dict[str, dict[str, Any]] = {
 MATRIX: list[tuple[str, str, dict[str, Any]]] = [
     ("sentiray-serve", name, values) for name, values in SERVE_MATRIX.items()
 ] + [("sentiray-train", name, values) for name, values in TRAIN_MATRIX.items()]
+
+
+# --- chart READMEs -------------------------------------------------------------------------------
+
+
+def values_table(chart: str) -> str:
+    """The markdown table of a chart's values from its `# --` comments (helm-docs style).
+
+    Regenerate a README's table with:
+    python -c "from tests.k8s_support import values_table; print(values_table('sentiray-serve'))"
+    """
+    path = CHARTS / chart / "values.yaml"
+    lines = path.read_text().splitlines()
+    values = yaml.safe_load(path.read_text())
+    key = re.compile(r"^(\s*)([A-Za-z][A-Za-z0-9]*):")
+    rows, stack, doc = [], [], []  # type: ignore[var-annotated]
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            doc = [stripped[4:].strip()]
+            continue
+        if stripped.startswith("#") and doc:
+            doc.append(stripped[1:].strip())
+            continue
+        m = key.match(line)
+        if not m:
+            continue
+        stack = [*stack[: len(m.group(1)) // 2], m.group(2)]
+        if doc:
+            value: Any = values
+            for k in stack:
+                value = value[k]
+            default = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+            default = default.removesuffix("...").strip().replace("''", '""')
+            rows.append(f"| `{'.'.join(stack)}` | `{default}` | {' '.join(doc)} |")
+            doc = []
+    return "\n".join(["| key | default | description |", "| --- | --- | --- |", *rows])

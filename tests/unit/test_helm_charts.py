@@ -398,3 +398,11 @@ def test_long_release_names_are_cut_for_kuberay() -> None:
     assert len(service["metadata"]["name"]) <= 40
     for obj in chart_objects("sentiray-serve", release=name):
         assert len(obj["metadata"]["name"]) <= 63
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_readme_lists_the_values(chart: str) -> None:
+    """The README's table is the one generated from values.yaml (see tests.k8s_support.values_table)."""
+    from tests.k8s_support import values_table
+
+    assert values_table(chart) in (CHARTS / chart / "README.md").read_text()
