@@ -92,7 +92,8 @@ def _read_table(location: str) -> pa.Table:
             return pq.read_table(path, filesystem=fs)
         with fs.open_input_stream(path) as f:
             if kind == "csv":
-                return pacsv.read_csv(f)
+                # Reviews span lines; without this, a quoted newline at a block boundary breaks parsing.
+                return pacsv.read_csv(f, parse_options=pacsv.ParseOptions(newlines_in_values=True))
             return pajson.read_json(f)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{location}: cannot be read as {kind}: {e}") from e

@@ -257,18 +257,27 @@ def test_sentiray_train_refuses_a_bad_choice(capsys: pytest.CaptureFixture[str])
     assert "'head_tail'" in err
 
 
-def _run_train_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    ray_tmp = tmp_path / "ray-tmp"
+def _run_train_cli(args: list[str], tmp_path: Path) -> tuple[int, str, set[str]]:
+    """`python -m ray_jobs.train ARGS`: exit code, stderr less the import log, packages imported."""
     env = {
         **os.environ,
-        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_TMPDIR": str(tmp_path / "ray-tmp"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "PYTHONPATH": str(REPO_ROOT),
     }
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ray_jobs.train", *args, "--storage-path", str(tmp_path / "runs")],
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "ray_jobs.train",
+            *args,
+            "--storage-path",
+            str(tmp_path / "runs"),
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -276,24 +285,39 @@ def _run_train_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProce
         timeout=120,
         check=False,
     )
+    imported, message = set(), []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:"):
+            imported.add(line.rsplit("|", 1)[-1].strip().split(".")[0])
+        else:
+            message.append(line)
+    return proc.returncode, "\n".join(message), imported
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("args", "expected", "refused_by_config"),
     [
-        (["--max-length", "5"], ["model.max_length", "greater than or equal to 16", "(got 5)"]),
-        (["--dataset", "/nonexistent/folder/x"], ["/nonexistent/folder/x", "Offline?", "--train-file"]),
+        (["--max-length", "5"], ["model.max_length", "greater than or equal to 16", "(got 5)"], True),
+        (
+            ["--dataset", "/nonexistent/folder/x"],
+            ["/nonexistent/folder/x", "Offline?", "--train-file"],
+            False,
+        ),
     ],
     ids=["max-length", "dataset"],
 )
-def test_train_entrypoint_exits_1_before_ray(tmp_path: Path, args: list[str], expected: list[str]) -> None:
-    proc = _run_train_cli(args, tmp_path)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("error: ")
+def test_train_entrypoint_exits_1_before_ray(
+    tmp_path: Path, args: list[str], expected: list[str], refused_by_config: bool
+) -> None:
+    code, stderr, imported = _run_train_cli(args, tmp_path)
+    assert code == 1, stderr
+    assert stderr.startswith("error: ")
     for fragment in expected:
-        assert fragment in proc.stderr
-    assert "Traceback" not in proc.stderr
-    # No Ray: no session folder, no run state written.
+        assert fragment in stderr
+    assert "Traceback" not in stderr
+    # Refused before Ray starts: no session folder (ray.init makes $RAY_TMPDIR/ray), no run state.
     assert not (tmp_path / "ray-tmp").exists()
     assert not (tmp_path / "runs").exists()
-    assert "Ray" not in proc.stdout + proc.stderr
+    assert "sentiray" in imported  # the import log is read right
+    if refused_by_config:  # a bad flag is refused before the job even imports Ray
+        assert "ray" not in imported

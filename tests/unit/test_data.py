@@ -99,6 +99,23 @@ def test_load_file_each_format(tmp_path: Path, suffix: str) -> None:
     assert ds.source == str(path)
 
 
+def test_csv_reviews_spanning_lines_beyond_one_read_block(tmp_path: Path) -> None:
+    """Quoted newlines are common in reviews; pyarrow reads CSV in 1 MB blocks that may split them."""
+    import csv
+
+    texts = [f"review {i}: " + "so-so film " * (5 + i % 40) + "\n\nSecond paragraph." for i in range(12_000)]
+    labels = [i % 2 for i in range(12_000)]
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels, strict=True))
+    assert path.stat().st_size > 3 * (1 << 20)
+    ds = load_file(str(path))
+    assert ds.texts == texts
+    assert ds.labels == labels
+
+
 def test_load_file_custom_columns(tmp_path: Path) -> None:
     path = _write(tmp_path / "d.parquet", {"review": ["good", "bad"], "sentiment": [1, 0], "other": [5, 6]})
     ds = load_file(str(path), text_column="review", label_column="sentiment")

