@@ -17,6 +17,8 @@ _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 def validate_texts(texts: Sequence[object]) -> list[str]:
     """Refuse what no tokenizer can take: non-strings, empty or whitespace-only text, lone surrogates."""
+    if isinstance(texts, str | bytes):  # a bare string would be read as one text per character
+        raise InputError("inputs: expected a list of texts, got a single string; wrap it in a list")
     if len(texts) == 0:
         raise InputError("inputs: empty list; send at least one text")
     clean = []

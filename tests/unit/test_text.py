@@ -137,6 +137,12 @@ def test_unusable_inputs_are_refused(tokenizer: Any, texts: list[Any], expected:
         encode(tokenizer, texts, 64, "head_tail")
 
 
+def test_a_bare_string_is_not_a_list_of_texts(tokenizer: Any) -> None:
+    with pytest.raises(InputError, match="got a single string; wrap it in a list"):
+        encode(tokenizer, "great film", 64, "head")
+    assert len(encode(tokenizer, ["great film"], 64, "head")) == 1
+
+
 def test_valid_unicode_passes(tokenizer: Any) -> None:
     texts = ["caf\u00e9 \U0001f600 \u4e2d\u6587", "a\u00a0b"]
     assert validate_texts(texts) == texts
