@@ -104,7 +104,7 @@ def test_loss_falls_and_the_classes_separate(
     train_losses = [h["loss"] for h in state["history"] if "loss" in h]
     assert len(train_losses) == 30  # every 2 of 60 steps
     assert train_losses[0] > 0.6  # about ln 2 at the start
-    assert train_losses[-1] < 0.6 * train_losses[0]
+    assert train_losses[-1] < 0.7 * train_losses[0]
     assert sum(train_losses[-3:]) < sum(train_losses[:3])
     eval_losses = [r.metrics["eval_loss"] for r in reporter.reports]
     assert eval_losses[-1] < eval_losses[0]
