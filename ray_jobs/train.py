@@ -185,25 +185,26 @@ def init_ray() -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # Local clusters keep the dashboard on loopback; on a cluster the operator decides.
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS"),
-        logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-        **({} if os.environ.get("RAY_ADDRESS") else {"dashboard_host": "127.0.0.1"}),
-    )
+    address = os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
+    else:
+        # A local cluster keeps its dashboard on loopback; on a cluster the operator decides.
+        ray.init(logging_level=logging.WARNING, runtime_env=runtime_env, dashboard_host="127.0.0.1")
 
 
 def run(cfg: TrainJobConfig) -> dict[str, Any]:
     """Train, evaluate the best checkpoint on the test split, write the artifact; returns the result."""
+    started = time.perf_counter()
+    name, resuming = resolve_run_name(cfg)
+    output = cfg.run.output or storage.join(cfg.run.storage_path, name, "artifact")
+    splits = load_splits(cfg.data)  # validated before Ray is even imported
+
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    started = time.perf_counter()
-    name, resuming = resolve_run_name(cfg)
-    output = cfg.run.output or storage.join(cfg.run.storage_path, name, "artifact")
-    splits = load_splits(cfg.data)  # validated before any worker starts
     if splits.test is None:
         log.warning("no test split: the artifact will carry no test metrics")
     print(
@@ -241,11 +242,11 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
         result = trainer.fit()
     except Exception as e:
         write_run_state(cfg, name, "failed", error=f"{type(e).__name__}: {e}")
-        raise TrainingFailed(f"run {name!r} failed: {e}. Continue it with --resume {name}") from e
+        raise TrainingFailedError(f"run {name!r} failed: {e}. Continue it with --resume {name}") from e
     train_seconds = time.perf_counter() - started
     if not result.best_checkpoints or result.checkpoint is None:
         write_run_state(cfg, name, "failed", error="no checkpoint")
-        raise TrainingFailed(f"run {name!r} reported no checkpoint")
+        raise TrainingFailedError(f"run {name!r} reported no checkpoint")
     best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["eval_accuracy"])
     final_metrics = result.metrics or {}
 
@@ -287,7 +288,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
     return summary
 
 
-class TrainingFailed(SentirayError):
+class TrainingFailedError(SentirayError):
     """The Ray Train run failed (after its allowed restarts)."""
 
 

@@ -214,6 +214,8 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
         train = load_file(cfg.train_file, cfg.text_column, cfg.label_column)
         hashes[cfg.train_file] = _sha256_file(cfg.train_file)
         description = f"files:{cfg.train_file}"
+    elif cfg.dataset.startswith(("/", "./", "../", "~")) and not local.exists():
+        raise DataError(f"dataset {cfg.dataset!r}: no such folder")
     elif storage.is_uri(cfg.dataset) or local.exists():
         if storage.is_uri(cfg.dataset):
             raise DataError(f"dataset {cfg.dataset!r}: for object-store data use --train-file/--test-file")

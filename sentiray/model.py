@@ -6,6 +6,7 @@ explicitly allowed: a pickle checkpoint can run arbitrary code when loaded.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # sentiray tokenizes whole reviews on purpose, then truncates them itself (head or head+tail);
+    # the "sequence length is longer than the specified maximum" warning does not apply.
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
@@ -73,7 +77,7 @@ def load_model(
             use_safetensors=None if allow_pickle else True,
             dtype=dtype,
         )
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         hint = "" if allow_pickle else " (only safetensors weights load without --allow-pickle)"
         raise ModelLoadError(f"model {name_or_path!r}: cannot load{hint}: {e}") from e
     return model

@@ -22,7 +22,7 @@ _URI = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<rest>.*)$")
 def is_uri(location: str) -> bool:
     """True for `scheme://...` other than `file://`."""
     m = _URI.match(location)
-    return bool(m) and m.group("scheme").lower() != "file"
+    return m is not None and m.group("scheme").lower() != "file"
 
 
 def normalize_location(location: str) -> str:
@@ -57,7 +57,8 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
             fs = pafs.S3FileSystem(region=region)
         return fs, bucket_and_key
     try:
-        return pafs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+        fs, path = pafs.FileSystem.from_uri(location)
+        return fs, path
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise ConfigError(f"location: cannot open {location!r}: {e}") from e
 

@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from sentiray.config import Precision, Scheduler, TrainJobConfig
 from sentiray.data import TextDataset
@@ -138,7 +139,8 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, kind: Scheduler, warmup: i
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     # No decay on biases and normalisation weights (the usual BERT recipe).
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -181,7 +183,7 @@ def evaluate(
 
 
 def _save_checkpoint(
-    folder: Path, model: torch.nn.Module, tokenizer: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
+    folder: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
 ) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -234,7 +236,7 @@ def run_training(
 
     ddp_model: torch.nn.Module = model
     if ctx.world_size > 1 and dist.is_initialized():
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
+        ddp_model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
 
@@ -283,8 +285,10 @@ def run_training(
             )
             batch = {k: v.to(ctx.device) for k, v in collate(encoded, pad).items()}
             labels = torch.tensor([train.labels[i] for i in row_ids], device=ctx.device)
-            sync = a == len(batches) - 1 or ddp_model is model
-            with (nullcontext() if sync else ddp_model.no_sync()), autocast():  # type: ignore[operator]
+            # Gradients are all-reduced only on the last micro-batch of an optimizer step.
+            sync = a == len(batches) - 1 or not isinstance(ddp_model, DistributedDataParallel)
+            no_sync = nullcontext() if sync else cast(DistributedDataParallel, ddp_model).no_sync()
+            with no_sync, autocast():
                 logits = ddp_model(**batch).logits
                 per_row = F.cross_entropy(logits.float(), labels, reduction="none")
                 # DDP averages gradients over ranks; x world_size / global rows makes it the exact mean.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +90,9 @@ def tiny_artifact(tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path_facto
 
 
 @pytest.fixture
-def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for a test that starts Ray: auth mode explicit, HOME and temp dirs private."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    yield dict(os.environ)
+    return dict(os.environ)

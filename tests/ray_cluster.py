@@ -6,6 +6,7 @@ The head runs in its own process group and is stopped by signalling that group, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -42,10 +43,8 @@ class RayHead:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         # Workers may outlive the head briefly; their group is the head's.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
