@@ -1,0 +1,203 @@
+"""`python -m ray_jobs.score` end to end on a local Ray: parquet/CSV/JSON lines in, parquet out, bad rows
+kept and reported, scores equal to the Predictor's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs.score import OUTPUT_COLUMNS, RESULT_PREFIX, main
+from tests.support import synthetic_reviews
+
+pytestmark = pytest.mark.timeout(400)
+
+POSITIVE = "a wonderful superb film"
+NEGATIVE = "awful boring dull movie"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module; the job joins it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _read(folder: Path) -> pd.DataFrame:
+    return pq.read_table(folder).to_pandas()
+
+
+def _result(out: str) -> dict[str, object]:
+    lines = [line for line in out.splitlines() if line.startswith(RESULT_PREFIX)]
+    assert len(lines) == 1, out
+    result: dict[str, object] = json.loads(lines[0].removeprefix(RESULT_PREFIX))
+    return result
+
+
+def test_parquet_folder_scored_in_order_with_bad_rows_kept(
+    local_ray: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sentiray.predictor import Predictor
+
+    texts, labels = synthetic_reviews(150, seed=7)
+    texts[3], texts[40], texts[77] = "", "   ", None  # type: ignore[call-overload]
+    src = tmp_path / "in"
+    src.mkdir()
+    table = pa.table({"id": list(range(150)), "text": texts, "gold": labels})
+    pq.write_table(table.slice(0, 100), src / "part-0.parquet")
+    pq.write_table(table.slice(100), src / "part-1.parquet")
+    out = tmp_path / "scored"
+
+    code = main(
+        [
+            "--model",
+            str(tiny_artifact),
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--batch-size",
+            "16",
+            "--max-actors",
+            "2",
+            "--preserve-order",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    df = _read(out).sort_values("id").reset_index(drop=True)
+    assert list(df.columns) == ["id", "text", "gold", *OUTPUT_COLUMNS]
+    assert len(df) == 150  # nothing dropped
+    bad = df[df["error"].notna()]
+    assert bad["id"].tolist() == [3, 40, 77]
+    assert bad["error"].tolist() == [
+        "empty or whitespace-only text",
+        "empty or whitespace-only text",
+        "missing text",
+    ]
+    assert bad["label"].isna().all()
+    assert bad["score"].isna().all()
+
+    good = df[df["error"].isna()]
+    predictor = Predictor.from_artifact(str(tiny_artifact), device="cpu")
+    expected = predictor.predict(good["text"].tolist())
+    assert good["label"].tolist() == [p[0]["label"] for p in expected]
+    assert good["score"].to_numpy() == pytest.approx([p[0]["score"] for p in expected], abs=1e-3)
+    assert (good["score_positive"] + good["score_negative"]).to_numpy() == pytest.approx(1.0, abs=1e-5)
+    # The tiny model separates the synthetic classes.
+    assert (good["label"] == good["gold"].map({0: "NEGATIVE", 1: "POSITIVE"})).mean() > 0.9
+
+    assert "scored 150 rows in" in printed
+    assert "rows/s" in printed
+    assert "3 bad row(s)" in printed
+    assert "'': empty or whitespace-only text" in printed
+    assert _result(printed)["bad_rows"] == 3
+    # An existing output is not overwritten silently.
+    assert main(["--model", str(tiny_artifact), "--input", str(src), "--output", str(out)]) == 1
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+
+
+def test_csv_and_jsonl_inputs(
+    local_ray: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": [POSITIVE, NEGATIVE, POSITIVE], "stars": [5, 1, 4]}).to_csv(csv, index=False)
+    code = main(
+        [
+            "--model",
+            str(tiny_artifact),
+            "--input",
+            str(csv),
+            "--output",
+            str(tmp_path / "csv-out"),
+            "--text-column",
+            "review",
+            "--max-actors",
+            "1",
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    df = _read(tmp_path / "csv-out").sort_values("stars")
+    assert df["label"].tolist() == ["NEGATIVE", "POSITIVE", "POSITIVE"]
+    assert df["stars"].tolist() == [1, 4, 5]
+
+    # JSON lines, truncation off: the over-long review is a bad row, and --fail-on-bad-rows exits 1
+    # after writing everything.
+    jsonl = tmp_path / "reviews.jsonl"
+    rows = [{"text": POSITIVE}, {"text": " ".join([NEGATIVE] * 60)}, {"text": NEGATIVE}]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    code = main(
+        [
+            "--model",
+            str(tiny_artifact),
+            "--input",
+            str(jsonl),
+            "--output",
+            str(tmp_path / "jsonl-out"),
+            "--no-truncate",
+            "--fail-on-bad-rows",
+            "--max-actors",
+            "1",
+            "--preserve-order",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "1 row(s) could not be scored" in captured.err
+    df = _read(tmp_path / "jsonl-out")
+    assert df["label"].fillna("-").tolist() == ["POSITIVE", "-", "NEGATIVE"]
+    assert "exceed the model's max_length" in df["error"][1]
+
+
+def test_bad_options_fail_before_scoring(
+    local_ray: None,
+    tiny_artifact: Path,
+    synthetic_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = str(synthetic_data_dir / "test.parquet")
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_artifact),
+                "--input",
+                src,
+                "--output",
+                str(tmp_path / "o"),
+                "--text-column",
+                "body",
+            ]
+        )
+        == 1
+    )
+    assert "text_column: 'body' is not a column" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path), "--input", src, "--output", str(tmp_path / "o")]) == 1
+    assert "no sentiray.json" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_artifact),
+                "--input",
+                str(tmp_path / "missing"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
+    assert "does not exist" in capsys.readouterr().err
