@@ -201,3 +201,49 @@ def test_bad_options_fail_before_scoring(
         == 1
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_rayjob_manifest_is_valid_and_runs_this_entrypoint() -> None:
+    """k8s/score: strict against the KubeRay CRD, its pods against Kubernetes, hardened, a valid command."""
+    import shlex
+
+    from ray_jobs.score import ScoreConfig, build_parser
+    from tests.k8s_support import REPO, core_errors, embedded_pods, kustomize_objects, validate_objects
+
+    objects = kustomize_objects(REPO / "k8s" / "score")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("RayJob", "sentiray-score")]
+    assert validate_objects(objects) == []
+    job = objects[0]
+    pods = list(embedded_pods(job))
+    assert {p["metadata"]["name"] for p in pods} == {
+        "sentiray-score-head",
+        "sentiray-score-scorers",
+        "sentiray-score-submitter",
+    }
+    for pod in pods:
+        assert core_errors(pod) == [], pod["metadata"]["name"]
+        spec = pod["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert container["image"] == "sentiray:0.1.0"
+            assert container["resources"]["limits"]
+    # The PVC is the one k8s/base creates.
+    base_pvcs = [o for o in kustomize_objects(REPO / "k8s" / "base") if o["kind"] == "PersistentVolumeClaim"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for p in pods
+        for v in p["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    assert claims <= {o["metadata"]["name"] for o in base_pvcs}
+    # The entrypoint is a valid command line of this job; a retried attempt overwrites its partial output.
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "ray_jobs.score"]
+    cfg = ScoreConfig.from_args(build_parser().parse_args(argv[3:]))
+    assert cfg.overwrite
+    assert cfg.model.startswith("/mnt/sentiray/")
