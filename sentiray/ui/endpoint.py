@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from sentiray import client
 from sentiray.errors import InputError, SentirayError
 from sentiray.labels import ID2LABEL
 from sentiray.text import validate_texts
@@ -44,13 +46,12 @@ class Problem(StrEnum):
     SERVER = "server"  # 5xx other than 503, or a body that is not what the API promises
 
 
-class EndpointError(SentirayError):
-    """A call to the endpoint failed; the message is meant for the app's user."""
+class EndpointError(client.EndpointError):
+    """A call to the endpoint failed; the message is meant for the app's user, `problem` says what kind."""
 
     def __init__(self, problem: Problem, message: str, status: int | None = None, detail: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, status)
         self.problem = problem
-        self.status = status
         self.detail = detail or message  # the endpoint's own words, when it gave any
 
 
@@ -85,7 +86,12 @@ def read_token() -> str | None:
 
 
 class EndpointClient:
-    """The endpoint's /health, /info and /predict; every failure is an EndpointError."""
+    """The endpoint's /health, /info and /predict; every failure is an EndpointError.
+
+    /predict goes through the project's client (`sentiray.client.PredictClient`), which retries what is
+    safe to retry (dropped connections, 502/503/504 while a replica restarts); few retries, as a person
+    is waiting. /health and /info are single GETs.
+    """
 
     def __init__(self, settings: UiSettings, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
@@ -93,9 +99,26 @@ class EndpointClient:
         self._http = httpx.Client(
             base_url=settings.endpoint, headers=headers, timeout=settings.timeout_s, transport=transport
         )
+        self._predictor = client.PredictClient(
+            settings.endpoint,
+            token=settings.token,
+            retries=2,
+            backoff_s=0.25,
+            max_backoff_s=2.0,
+            timeout_s=settings.timeout_s,
+            transport=transport,
+        )
 
     def close(self) -> None:
         self._http.close()
+        self._predictor.close()
+
+    def _unreachable(self, cause: str) -> EndpointError:
+        return EndpointError(
+            Problem.UNREACHABLE,
+            f"the endpoint at {self.settings.endpoint} is not reachable ({cause}). "
+            "Is it running, and is the URL right?",
+        )
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         url = f"{self.settings.endpoint}{path}"
@@ -107,11 +130,7 @@ class EndpointClient:
                 f"the endpoint at {url} did not answer within {self.settings.timeout_s:.0f}s",
             ) from e
         except httpx.HTTPError as e:
-            raise EndpointError(
-                Problem.UNREACHABLE,
-                f"the endpoint at {self.settings.endpoint} is not reachable ({type(e).__name__}: {e}). "
-                "Is it running, and is the URL right?",
-            ) from e
+            raise self._unreachable(f"{type(e).__name__}: {e}") from e
         if r.status_code < 400:
             try:
                 return r.json()
@@ -121,27 +140,7 @@ class EndpointClient:
                     f"{url} answered {r.status_code} with a body that is not JSON",
                     r.status_code,
                 ) from e
-        detail = _error_detail(r)
-        if r.status_code == 503:
-            raise EndpointError(
-                Problem.NOT_READY,
-                f"the endpoint is up but its model is not ready yet ({detail}); try again shortly",
-                503,
-            )
-        if r.status_code == 401:
-            raise EndpointError(
-                Problem.UNAUTHORIZED,
-                f"the endpoint refused the request: {detail}. Set {ENV_TOKEN} or {ENV_TOKEN_FILE} for the UI",
-                401,
-            )
-        if r.status_code < 500:
-            raise EndpointError(
-                Problem.REFUSED,
-                f"the endpoint refused the input ({r.status_code}): {detail}",
-                r.status_code,
-                detail,
-            )
-        raise EndpointError(Problem.SERVER, f"the endpoint failed ({r.status_code}): {detail}", r.status_code)
+        raise _problem(r.status_code, _error_detail(r))
 
     def health(self) -> bool:
         """True when the model answers; False while it loads (503). Unreachable raises."""
@@ -161,20 +160,48 @@ class EndpointClient:
 
     def predict(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[dict[str, Any]]]:
         """Ranked `{label, score}` lists, one per text (one request; mind /info's max_inputs)."""
-        out = self._call(
-            "POST", "/predict", json={"inputs": list(texts), "raw_scores": False, "truncate": truncate}
-        )
+        body = {"inputs": list(texts), "raw_scores": False, "truncate": truncate}
+        try:
+            out = self._predictor.post("/predict", body)
+        except client.EndpointError as e:
+            if e.status is None:  # the connection failed on every try
+                raise self._unreachable(str(e).split(": ", 1)[-1]) from e
+            raise _problem(e.status, _CLIENT_PREFIX.sub("", str(e))) from e
         if not isinstance(out, list) or len(out) != len(texts):
             raise EndpointError(
                 Problem.SERVER,
-                f"/predict answered {len(out) if isinstance(out, list) else out!r} "
-                f"results for {len(texts)} texts",
+                f"/predict answered {len(out) if isinstance(out, list) else out!r} results for {len(texts)} texts",
             )
         return out
 
     def classify(self, text: str, *, truncate: bool = True) -> list[dict[str, Any]]:
         """One text: its ranked `{label, score}` list."""
         return self.predict([text], truncate=truncate)[0]
+
+
+# sentiray.client's messages: "HTTP 422: <the endpoint's error>" or "HTTP 503 after 3 attempts: ...".
+_CLIENT_PREFIX = re.compile(r"^HTTP \d{3}(?: after \d+ attempts)?: ")
+
+
+def _problem(status: int, detail: str) -> EndpointError:
+    """The EndpointError for an HTTP error status, with the endpoint's own message."""
+    if status == 503:
+        return EndpointError(
+            Problem.NOT_READY,
+            f"the endpoint is up but its model is not ready yet ({detail}); try again shortly",
+            503,
+            detail,
+        )
+    if status == 401:
+        return EndpointError(
+            Problem.UNAUTHORIZED,
+            f"the endpoint refused the request: {detail}. Set {ENV_TOKEN} or {ENV_TOKEN_FILE} for the UI",
+            401,
+            detail,
+        )
+    if status < 500:
+        return EndpointError(Problem.REFUSED, f"the endpoint refused the input ({status}): {detail}", status, detail)
+    return EndpointError(Problem.SERVER, f"the endpoint failed ({status}): {detail}", status, detail)
 
 
 def _error_detail(r: httpx.Response) -> str:
@@ -291,9 +318,7 @@ def score_frame(
     for start in range(0, len(good), max(1, chunk_size)):
         idx = good[start : start + chunk_size]
         try:
-            for i, ranked in zip(
-                idx, client.predict([texts[i] for i in idx], truncate=truncate), strict=True
-            ):
+            for i, ranked in zip(idx, client.predict([texts[i] for i in idx], truncate=truncate), strict=True):
                 store(i, ranked)
         except EndpointError as e:
             if e.problem is not Problem.REFUSED:
