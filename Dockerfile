@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --chown=1000:100 pyproject.toml README.md ./
 RUN mkdir -p sentiray ray_jobs serve \
  && touch sentiray/__init__.py ray_jobs/__init__.py serve/__init__.py \
- && python -m pip install ".[train,serve,k8s,s3]" \
+ && python -m pip install ".[train,serve,k8s,s3,ui,hub]" \
  && python -m pip uninstall -y sentiray \
  && rm -rf sentiray ray_jobs serve
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ray_jobs._cluster import init_ray
 from sentiray import storage
 from sentiray.config import Precision
 from sentiray.errors import ConfigError, DataError, InputError, SentirayError
@@ -289,23 +289,6 @@ def _summarize(cfg: ScoreConfig, seconds: float) -> ScoreSummary:
             shown = text[:80] + "..." if isinstance(text, str) and len(text) > 80 else text
             examples.append({cfg.text_column: shown, ERROR_COLUMN: row[ERROR_COLUMN]})
     return ScoreSummary(rows=rows, bad_rows=bad, bad_examples=examples, seconds=seconds, output=cfg.output)
-
-
-def init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (set by `ray job submit` and KubeRay), else start a local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    # A local cluster keeps its dashboard on loopback; on a cluster the operator decides.
-    local: dict[str, Any] = {} if address else {"dashboard_host": "127.0.0.1"}
-    ray.init(
-        address=address,
-        logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-        **local,
-    )
 
 
 def run(cfg: ScoreConfig) -> ScoreSummary:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import secrets
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ray_jobs._cluster import init_ray
 from sentiray import storage
 from sentiray.config import TrainJobConfig, add_config_arguments, config_from_namespace
 from sentiray.data import DatasetSplits, load_splits
@@ -176,22 +176,6 @@ def _export_task(
 
 
 # --- the driver -------------------------------------------------------------------------------------
-
-
-def init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (set by `ray job submit` and KubeRay), else start a local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    address = os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
-    else:
-        # A local cluster keeps its dashboard on loopback; on a cluster the operator decides.
-        ray.init(logging_level=logging.WARNING, runtime_env=runtime_env, dashboard_host="127.0.0.1")
 
 
 def run(cfg: TrainJobConfig) -> dict[str, Any]:

@@ -267,7 +267,10 @@ def test_killed_driver_relaunched_with_resume_continues(
     done = run_job(head, resume_args)
     assert done.returncode == 0, done.stderr[-4000:]
     starts = parse_result(done.stdout)["attempt_start_steps"]
-    assert starts[0] == 0 and starts[-1] >= max(at_kill) >= first
+    # It continues from a checkpoint Ray Train had registered before the kill (the newest folder may
+    # have been written but not yet registered when the driver died), never from step 0.
+    assert starts[0] == 0 and len(starts) == 2
+    assert starts[1] in at_kill and starts[1] >= first > 0
 
 
 def test_resume_refuses_finished_changed_or_unknown_runs(
