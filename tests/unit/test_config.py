@@ -300,8 +300,8 @@ def _run_train_cli(args: list[str], tmp_path: Path) -> tuple[int, str, set[str]]
         (["--max-length", "5"], ["model.max_length", "greater than or equal to 16", "(got 5)"], True),
         (
             ["--dataset", "/nonexistent/folder/x"],
-            ["/nonexistent/folder/x", "Offline?", "--train-file"],
-            False,
+            ["/nonexistent/folder/x", "no such folder"],
+            True,
         ),
     ],
     ids=["max-length", "dataset"],
