@@ -347,11 +347,10 @@ def test_optional_objects_when_enabled() -> None:
         "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis-password", "key": "password"}}},
     }
     ui = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
-    assert ui["containers"][0]["command"][:4] == [
-        "sentiray",
-        "ui",
-        "--endpoint",
-        "http://rel-sentiray-serve-serve-svc:8000",
+    # Listening on 0.0.0.0 inside the pod: the probes and the Service reach it on the pod IP.
+    assert ui["containers"][0]["command"] == [
+        "sentiray", "ui", "--host", "0.0.0.0", "--port", "8501",
+        "--endpoint", "http://rel-sentiray-serve-serve-svc:8000",
     ]
     assert ui["automountServiceAccountToken"] is False
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
