@@ -253,7 +253,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
     summary = {
         "run": name,
         "artifact": location,
-        "storage": storage.join(cfg.run.storage_path, name),
+        "storage": storage.join(storage.normalize_location(cfg.run.storage_path), name),
         "test_metrics": test_metrics,
         "best_step": best_metrics.get("step"),
         "validation": {k: v for k, v in best_metrics.items() if k.startswith("eval_")},
