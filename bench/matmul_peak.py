@@ -1,0 +1,47 @@
+"""This machine's matrix-multiply peak in fp32 and bf16 (GFLOP/s), at a given thread count.
+
+    python bench/matmul_peak.py --threads 2
+
+Square and transformer-shaped (tokens x hidden @ hidden x 4*hidden) products; the best of several
+repetitions is the peak. On CPUs without AVX512-BF16/AMX, bf16 runs far below fp32, which is why
+`precision: auto` picks fp32 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def gflops(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * m * k * n / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shapes = {"square 2048": (2048, 2048, 2048), "MiniLM FFN (4096 tokens x 384 -> 1536)": (4096, 384, 1536)}
+    out = {}
+    for name, (m, k, n) in shapes.items():
+        for dtype in (torch.float32, torch.bfloat16):
+            value = gflops(m, k, n, dtype, repeats=5 if dtype == torch.bfloat16 else 10)
+            out[f"{name} {str(dtype).removeprefix('torch.')}"] = round(value, 1)
+            print(f"{name:<42} {str(dtype):<16} {value:8.1f} GFLOP/s", flush=True)
+    print("BENCH_RESULT " + json.dumps({"threads": args.threads, "gflops": out}))
+
+
+if __name__ == "__main__":
+    main()
