@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imdb" / "test.parquet"
@@ -156,27 +157,30 @@ class Server:
 # --- the two servers ------------------------------------------------------------------------------------
 
 
+class BaselineBody(BaseModel):
+    """The baseline's request body. At module level: with postponed annotations, FastAPI cannot resolve
+    a class defined inside the function and would read `body` as a query parameter (422 on every call)."""
+
+    inputs: str
+
+
 def baseline_server(artifact: str, port: int, max_length: int, threads: int) -> None:
     """The tutorial's approach: one pipeline call per request, in a sync FastAPI route."""
     import torch
     import uvicorn
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from transformers import pipeline
 
     torch.set_num_threads(threads)
     clf = pipeline("text-classification", model=artifact, tokenizer=artifact, device="cpu")
     app = FastAPI()
 
-    class Body(BaseModel):
-        inputs: str
-
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/predict")
-    def predict(body: Body) -> list[dict[str, Any]]:
+    def predict(body: BaselineBody) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = clf(body.inputs, truncation=True, max_length=max_length)
         return out
 
