@@ -354,3 +354,22 @@ def test_job_submission_client_runs_the_entrypoint(
     result = parse_result(logs)
     manifest = verify_artifact(result["artifact"])
     assert manifest.test_metrics is not None and manifest.test_metrics["accuracy"] >= 0.95
+
+
+def test_push_to_hub_offline_fails_clearly_and_keeps_the_artifact(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    env = {**head.env, "HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_test_not_a_real_token"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.train",
+         *job_args(tiny_model_dir, synthetic_data_dir, str(tmp_path), name="pushed", epochs=1,
+                   push_to_hub="sentiray-test/tiny")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1
+    assert "sentiray push" in proc.stderr  # the message says how to retry
+    assert "hf_test_not_a_real_token" not in proc.stderr + proc.stdout
+    result = parse_result(proc.stdout)  # the result line comes before the push
+    verify_artifact(result["artifact"])
+    state = json.loads((tmp_path / "pushed" / RUN_STATE_FILE).read_text())
+    assert state["status"] == "succeeded"
