@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -143,14 +144,8 @@ def train_worker(config: dict[str, Any]) -> None:
     with checkpoint.as_directory() as folder:
         # Copy out: the loop reads the folder lazily (model, optimizer) while training.
         local = tempfile.mkdtemp(prefix="sentiray-resume-")
-        _copy_tree(folder, local)
+        shutil.copytree(folder, local, dirs_exist_ok=True)
     run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
-
-
-def _copy_tree(src: str, dst: str) -> None:
-    import shutil
-
-    shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
 def _export_task(

@@ -207,55 +207,45 @@ def _shuffled(ds: TextDataset, seed: int, limit: int | None) -> TextDataset:
 def load_splits(cfg: DataConfig) -> DatasetSplits:
     """Load train/validation/test as configured, carve validation from train, apply row limits."""
     hashes: dict[str, str] = {}
-    test: TextDataset | None = None
-    validation: TextDataset | None = None
+    loaded: dict[str, TextDataset] = {}  # split name -> rows
+    files: dict[str, str] = {}  # split name -> file to read (folder discovery, then explicit flags)
     local = Path(cfg.dataset).expanduser()
     if cfg.train_file:
-        train = load_file(cfg.train_file, cfg.text_column, cfg.label_column)
-        hashes[cfg.train_file] = _sha256_file(cfg.train_file)
+        files["train"] = cfg.train_file
         description = f"files:{cfg.train_file}"
     elif cfg.dataset.startswith(("/", "./", "../", "~")) and not local.exists():
         raise DataError(f"dataset {cfg.dataset!r}: no such folder")
-    elif storage.is_uri(cfg.dataset) or local.exists():
-        if storage.is_uri(cfg.dataset):
-            raise DataError(f"dataset {cfg.dataset!r}: for object-store data use --train-file/--test-file")
+    elif storage.is_uri(cfg.dataset):
+        raise DataError(f"dataset {cfg.dataset!r}: for object-store data use --train-file/--test-file")
+    elif local.exists():
         if not local.is_dir():
             raise DataError(f"dataset {local}: expected a folder (use --train-file for a single file)")
         if (local / "train" / "pos").is_dir():
-            train, hashes["aclImdb/train"] = load_aclimdb_split(local, "train")
+            loaded["train"], hashes["aclImdb/train"] = load_aclimdb_split(local, "train")
             if (local / "test" / "pos").is_dir() and not cfg.test_file:
-                test, hashes["aclImdb/test"] = load_aclimdb_split(local, "test")
+                loaded["test"], hashes["aclImdb/test"] = load_aclimdb_split(local, "test")
             description = f"aclImdb:{local}"
         else:
-            train_path = _find_split_file(local, "train")
-            if train_path is None:
+            for split_name in ("train", "validation", "test"):
+                if path := _find_split_file(local, split_name):
+                    files[split_name] = path
+            if "train" not in files:
                 raise DataError(
                     f"dataset {local}: no train.parquet/.csv/.jsonl and no aclImdb train/pos folder"
                 )
-            train = load_file(train_path, cfg.text_column, cfg.label_column)
-            hashes[train_path] = _sha256_file(train_path)
-            for split_name in ("validation", "test"):
-                path = _find_split_file(local, split_name)
-                if path and not getattr(cfg, f"{split_name}_file"):
-                    loaded = load_file(path, cfg.text_column, cfg.label_column)
-                    hashes[path] = _sha256_file(path)
-                    if split_name == "test":
-                        test = loaded
-                    else:
-                        validation = loaded
             description = f"folder:{local}"
     else:
-        train, validation, test, description = _load_hub(cfg)
+        hub_train, hub_validation, hub_test, description = _load_hub(cfg)
+        loaded = {"train": hub_train}
+        loaded.update({k: v for k, v in (("validation", hub_validation), ("test", hub_test)) if v is not None})
 
     for split_name in ("validation", "test"):
-        path = getattr(cfg, f"{split_name}_file")
-        if path:
-            loaded = load_file(path, cfg.text_column, cfg.label_column)
-            hashes[path] = _sha256_file(path)
-            if split_name == "test":
-                test = loaded
-            else:
-                validation = loaded
+        if explicit := getattr(cfg, f"{split_name}_file"):
+            files[split_name] = explicit
+    for split_name, path in files.items():
+        loaded[split_name] = load_file(path, cfg.text_column, cfg.label_column)
+        hashes[path] = _sha256_file(path)
+    train, validation, test = loaded["train"], loaded.get("validation"), loaded.get("test")
 
     train = _shuffled(train, cfg.data_seed, None)
     if validation is None:

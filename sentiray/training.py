@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from sentiray.config import Precision, Scheduler, TrainJobConfig
+from sentiray.config import Scheduler, TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.metrics import classification_metrics
 from sentiray.model import load_model, load_tokenizer, resolve_precision
@@ -395,18 +395,3 @@ def _evaluate_and_report(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return metrics
-
-
-# Re-exported for callers that pick the compute dtype the same way the loop does.
-__all__ = [
-    "Precision",
-    "Reporter",
-    "WorkerContext",
-    "evaluate",
-    "global_batches",
-    "rank_share",
-    "read_checkpoint_state",
-    "run_training",
-    "steps_per_epoch",
-    "weights_fingerprint",
-]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -252,6 +252,22 @@ fastapi_app = FastAPI(
 )
 
 
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error codes a route answers with, all with the ErrorBody shape."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def _json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Document the request body of a route that reads the raw body itself (size and depth checks
+    come before JSON parsing), so /docs still shows the model's schema."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
 @fastapi_app.exception_handler(ApiError)
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     body = ErrorBody(error=exc.message, error_type=exc.error_type).model_dump()
@@ -430,19 +446,8 @@ class SentimentIngress:
     @fastapi_app.post(
         "/predict",
         response_model=list[LabelScore] | list[list[LabelScore]],
-        responses={
-            400: {"model": ErrorBody},
-            401: {"model": ErrorBody},
-            413: {"model": ErrorBody},
-            422: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
+        responses=_error_responses(400, 401, 413, 422, 503),
+        openapi_extra=_json_body_schema(PredictRequest),
         summary="Classify a text or a batch (Hugging Face TEI shape)",
     )
     async def predict(self, request: Request) -> Any:
@@ -461,20 +466,8 @@ class SentimentIngress:
     @fastapi_app.post(
         "/v1/models/{name}:predict",
         response_model=KServeResponse,
-        responses={
-            400: {"model": ErrorBody},
-            401: {"model": ErrorBody},
-            404: {"model": ErrorBody},
-            413: {"model": ErrorBody},
-            422: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": KServeRequest.model_json_schema()}},
-            }
-        },
+        responses=_error_responses(400, 401, 404, 413, 422, 503),
+        openapi_extra=_json_body_schema(KServeRequest),
         summary="Classify instances (KServe v1 shape)",
     )
     async def kserve_predict(self, name: str, request: Request) -> Any:
@@ -494,7 +487,7 @@ class SentimentIngress:
         return {"predictions": [row[0] for row in out]}
 
     @fastapi_app.get(
-        "/health", responses={503: {"model": ErrorBody}}, summary="200 once a model replica answers"
+        "/health", responses=_error_responses(503), summary="200 once a model replica answers"
     )
     async def health(self) -> dict[str, str]:
         await self._model_info(timeout_s=2.0, cached=False)
@@ -503,7 +496,7 @@ class SentimentIngress:
     @fastapi_app.get(
         "/info",
         response_model=ModelInfo,
-        responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+        responses=_error_responses(401, 503),
         summary="The served model: labels, max_length, truncation, base model, test metrics, versions",
     )
     async def info(self, request: Request) -> Any:

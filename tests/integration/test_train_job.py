@@ -202,22 +202,32 @@ def _fault_args(model: Path, data: Path, storage: Path, name: str, max_failures:
     )
 
 
-def test_killed_worker_resumes_from_last_checkpoint(
-    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
-) -> None:
-    args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "fault", max_failures=1)
-    proc = subprocess.Popen(
+def _start_job(head: RayHead, args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def _run_and_kill_a_worker(head: RayHead, args: list[str], run_dir: Path) -> tuple[int, int, str, str]:
+    """Run the job, SIGKILL one worker once a checkpoint is registered; (registered step, rc, out, err)."""
+    proc = _start_job(head, args)
     try:
-        first = _wait_for_checkpoint(tmp_path / "fault", proc)
+        registered = _wait_for_checkpoint(run_dir, proc)
         _kill_one_train_worker(head)
         stdout, stderr = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-4000:]
+    return registered, proc.returncode, stdout, stderr
+
+
+def test_killed_worker_resumes_from_last_checkpoint(
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "fault", max_failures=1)
+    first, returncode, stdout, stderr = _run_and_kill_a_worker(head, args, tmp_path / "fault")
+    assert returncode == 0, stderr[-4000:]
     result = parse_result(stdout)
     starts = result["attempt_start_steps"]
     assert len(starts) == 2 and starts[0] == 0, (starts, stdout[-6000:], stderr[-3000:])
@@ -231,18 +241,8 @@ def test_killed_worker_without_retries_fails_fast_and_clearly(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "nofault", max_failures=0)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_for_checkpoint(tmp_path / "nofault", proc)
-        _kill_one_train_worker(head)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1
+    _, returncode, stdout, stderr = _run_and_kill_a_worker(head, args, tmp_path / "nofault")
+    assert returncode == 1
     assert "run 'nofault' failed" in stderr and "--resume nofault" in stderr
     assert RESULT_PREFIX not in stdout
     state = json.loads((tmp_path / "nofault" / RUN_STATE_FILE).read_text())
@@ -253,10 +253,7 @@ def test_killed_driver_relaunched_with_resume_continues(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "driver", max_failures=0)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = _start_job(head, args)
     first = _wait_for_checkpoint(tmp_path / "driver", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
