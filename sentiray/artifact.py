@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -18,15 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sentiray import storage
 from sentiray.config import Truncation
-from sentiray.errors import ArtifactError
+from sentiray.errors import ArtifactError, ConfigError
 from sentiray.labels import ID2LABEL
 
 MANIFEST_NAME = "sentiray.json"
 SCHEMA_VERSION = 1
+# Optional confinement: when set (a folder or URI prefix, or several separated by commas), artifacts are
+# read and written only inside it.
+ROOT_ENV = "SENTIRAY_ARTIFACT_ROOT"
 _CACHE_ROOT = Path.home() / ".cache" / "sentiray" / "artifacts"
 
 
@@ -49,6 +53,13 @@ class ArtifactManifest(BaseModel):
     created_at: str = ""
     files: dict[str, str] = Field(description="relative path -> sha256 of every other file")
 
+    @field_validator("files")
+    @classmethod
+    def _files_stay_inside(cls, files: dict[str, str]) -> dict[str, str]:
+        for rel in files:
+            check_relative_path(rel)
+        return files
+
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape the model's numbers."""
@@ -59,6 +70,66 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def check_relative_path(rel: str) -> str:
+    """rel, when it names a file inside a folder: relative, `/`-separated, no `.`/`..`/empty segments.
+
+    Raises ValueError otherwise; manifest entries and extra files must pass, so none can point outside the
+    artifact folder.
+    """
+    if not rel or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in rel.split("/")):
+        raise ValueError(f"{rel!r} is not a plain relative path inside the artifact folder")
+    return rel
+
+
+def artifact_roots() -> list[str]:
+    """The normalized locations of SENTIRAY_ARTIFACT_ROOT (empty when unset: no confinement)."""
+    raw = os.environ.get(ROOT_ENV, "")
+    try:
+        return [storage.normalize_location(r.strip()) for r in raw.split(",") if r.strip()]
+    except ConfigError as e:
+        raise ConfigError(f"{ROOT_ENV}: {e}") from None
+
+
+def resolve_location(location: str) -> str:
+    """The normalized artifact location (absolute path, symlinks resolved, or URI), checked.
+
+    Refused (ArtifactError): credentials in a URI; `..` segments in URIs, and in local paths too once a
+    root is configured; with SENTIRAY_ARTIFACT_ROOT set, anything outside its roots.
+    """
+    if storage.is_uri(location) and "@" in location.split("://", 1)[1].split("/", 1)[0]:
+        # pyarrow reads `scheme://KEY:SECRET@bucket/...`; a location is echoed in logs and errors, so
+        # credentials never travel in one (and this message leaves them out).
+        scheme, rest = location.split("://", 1)
+        masked = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        raise ArtifactError(
+            f"{masked}: credentials in an artifact URI are refused; set them in the environment or a Secret"
+        )
+    roots = artifact_roots()
+    raw = location[len("file://") :] if location.startswith("file://") else location
+    if roots and ".." in raw.replace("\\", "/").split("/"):
+        raise ArtifactError(f"{location}: '..' is not allowed in artifact locations while {ROOT_ENV} is set")
+    try:
+        resolved = storage.normalize_location(location)
+    except ConfigError as e:
+        raise ArtifactError(str(e)) from None
+    if roots and not any(_inside(resolved, root) for root in roots):
+        raise ArtifactError(
+            f"{location}: outside the artifact root(s) {', '.join(roots)} ({ROOT_ENV}); "
+            "artifacts are read and written only there"
+        )
+    return resolved
+
+
+def _inside(location: str, root: str) -> bool:
+    if storage.is_uri(location) != storage.is_uri(root):
+        return False
+    if storage.is_uri(location):
+        scheme, rest = location.split("://", 1)
+        root_scheme, root_rest = root.split("://", 1)
+        return scheme.lower() == root_scheme.lower() and (rest == root_rest or rest.startswith(root_rest + "/"))
+    return Path(location).is_relative_to(Path(root))
 
 
 def sha256_file(path: Path) -> str:
@@ -93,7 +164,12 @@ def write_artifact(
     Returns the normalized destination. An existing manifest there is removed first, so a crash while
     overwriting leaves a folder that loaders refuse rather than a mix of old and new files.
     """
-    destination = storage.normalize_location(destination)
+    destination = resolve_location(destination)
+    for rel in extra_files or {}:
+        try:
+            check_relative_path(rel)
+        except ValueError as e:
+            raise ArtifactError(f"extra file {e}") from None
     with tempfile.TemporaryDirectory(prefix="sentiray-artifact-") as tmp:
         staging = Path(tmp)
         model.save_pretrained(staging, safe_serialization=True)
@@ -182,7 +258,7 @@ def verify_artifact(local_dir: str | Path, *, source: str | None = None) -> Arti
 
 def fetch_artifact(location: str, cache_root: Path | None = None) -> tuple[Path, ArtifactManifest]:
     """A verified local copy of the artifact at a path or URI (URIs are downloaded to a cache)."""
-    location = storage.normalize_location(location)
+    location = resolve_location(location)
     if not storage.is_uri(location):
         if not Path(location).is_dir():
             raise ArtifactError(f"{location}: no such artifact folder")
@@ -204,7 +280,10 @@ def fetch_artifact(location: str, cache_root: Path | None = None) -> tuple[Path,
     cache.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="download-", dir=cache.parent))
     try:
-        storage.download_dir(location, staging)
+        try:
+            storage.download_dir(location, staging)
+        except (OSError, ValueError) as e:
+            raise ArtifactError(f"{location}: download failed: {e}") from e
         manifest = verify_artifact(staging, source=location)
         try:
             staging.rename(cache)

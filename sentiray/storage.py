@@ -131,6 +131,9 @@ def download_dir(location: str, local_dir: str | Path) -> list[str]:
         if item.type != pafs.FileType.File:
             continue
         rel = posixpath.relpath(item.path, base)
+        if rel == ".." or rel.startswith("../"):
+            # An object key with `..` segments (S3 allows them) would be written outside local_dir.
+            raise ValueError(f"{location}: object {item.path!r} lies outside the folder; refusing to download it")
         target = Path(local_dir, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         pafs.copy_files(item.path, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
