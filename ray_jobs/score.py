@@ -25,7 +25,7 @@ from typing import Any
 
 from ray_jobs._cluster import init_ray
 from sentiray import storage
-from sentiray.config import Precision
+from sentiray.config import Precision, Runtime, runtime_conflict
 from sentiray.errors import ConfigError, DataError, InputError, SentirayError
 from sentiray.labels import ID2LABEL
 
@@ -64,6 +64,7 @@ class ScoreConfig:
     min_actors: int = 1
     max_actors: int | None = None
     precision: Precision = Precision.AUTO
+    runtime: Runtime = Runtime.AUTO
     truncate: bool = True
     overwrite: bool = False
     preserve_order: bool = False
@@ -80,6 +81,9 @@ class ScoreConfig:
             raise ConfigError(f"max_actors: {self.max_actors} is smaller than min_actors ({self.min_actors})")
         if self.precision == Precision.FP16 and not self.use_gpu:
             raise ConfigError("precision: fp16 is for GPUs; allowed on CPU: auto, fp32, bf16")
+        problem = runtime_conflict(self.runtime, self.precision, "cuda" if self.use_gpu else "cpu")
+        if problem:
+            raise ConfigError(f"runtime: {problem}")
         if not self.text_column:
             raise ConfigError("text_column: empty; name the column holding the reviews")
         if storage.normalize_location(self.input) == storage.normalize_location(self.output):
@@ -99,6 +103,7 @@ class ScoreConfig:
             min_actors=args.min_actors,
             max_actors=args.max_actors,
             precision=Precision(args.precision),
+            runtime=Runtime(args.runtime),
             truncate=args.truncate,
             overwrite=args.overwrite,
             preserve_order=args.preserve_order,
@@ -117,6 +122,7 @@ class Scorer:
         model: str,
         text_column: str,
         precision: str,
+        runtime: str,
         use_gpu: bool,
         truncate: bool,
         batch_size: int,
@@ -132,7 +138,8 @@ class Scorer:
         for attempt in range(3):
             try:
                 self.predictor = Predictor.from_artifact(
-                    model, device="cuda" if use_gpu else "cpu", precision=precision, max_batch_size=batch_size
+                    model, device="cuda" if use_gpu else "cpu", precision=precision, max_batch_size=batch_size,
+                    runtime=runtime,
                 )
                 break
             except OSError:
@@ -324,6 +331,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
             "model": cfg.model,
             "text_column": cfg.text_column,
             "precision": cfg.precision.value,
+            "runtime": cfg.runtime.value,
             "use_gpu": cfg.use_gpu,
             "truncate": cfg.truncate,
             "batch_size": cfg.batch_size,
@@ -397,6 +405,12 @@ def build_parser(prog: str = "python -m ray_jobs.score") -> argparse.ArgumentPar
         choices=[p.value for p in Precision],
         default="auto",
         help="auto (bf16 where the hardware runs it fast), fp32, bf16, fp16 (GPU)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=[r.value for r in Runtime],
+        default="auto",
+        help="Forward-pass engine: auto (onnx-int8 on CPUs without fast bf16, else torch), torch, onnx, onnx-int8",
     )
     p.add_argument(
         "--no-truncate",

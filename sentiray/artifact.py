@@ -60,6 +60,10 @@ class ArtifactManifest(BaseModel):
             check_relative_path(rel)
         return files
 
+    def fingerprint(self) -> str:
+        """One hash of the artifact's content (every file's sha256), for caches derived from it."""
+        return hashlib.sha256(json.dumps(sorted(self.files.items())).encode()).hexdigest()
+
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape the model's numbers."""

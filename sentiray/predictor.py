@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from sentiray.artifact import ArtifactManifest, fetch_artifact
-from sentiray.config import Precision, Truncation
+from sentiray.config import Precision, Runtime, Truncation
 from sentiray.labels import ID2LABEL
 from sentiray.metrics import softmax
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
+from sentiray.runtime import OnnxRunner, TorchRunner, resolve_runtime
 from sentiray.text import collate, encode
 
 
@@ -42,10 +43,24 @@ class Predictor:
         dtype: torch.dtype = torch.float32,
         max_batch_size: int = 32,
         manifest: ArtifactManifest | None = None,
+        runtime: Runtime = Runtime.TORCH,
     ) -> None:
+        """runtime must be concrete (torch, onnx, onnx-int8): from_artifact resolves auto."""
         self.device = device or torch.device("cpu")
-        self.dtype = dtype
-        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.runtime = Runtime(runtime)
+        if self.runtime == Runtime.AUTO:
+            raise ValueError("Predictor needs a concrete runtime; resolve auto with sentiray.runtime.resolve_runtime")
+        self.dtype = dtype if self.runtime == Runtime.TORCH else torch.float32
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self._forward: TorchRunner | OnnxRunner = (
+            TorchRunner(self.model, self.device)
+            if self.runtime == Runtime.TORCH
+            else OnnxRunner(
+                self.model,
+                quantize=self.runtime == Runtime.ONNX_INT8,
+                cache_key=manifest.fingerprint() if manifest is not None else None,
+            )
+        )
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.truncation = Truncation(truncation)
@@ -61,22 +76,28 @@ class Predictor:
         device: str = "auto",
         precision: Precision | str = Precision.AUTO,
         max_batch_size: int = 32,
+        runtime: Runtime | str = Runtime.AUTO,
     ) -> Predictor:
-        """Load a verified artifact (path or URI); device is auto, cpu or cuda."""
+        """Load a verified artifact (path or URI); device is auto, cpu or cuda; runtime as resolve_runtime."""
         local_dir, manifest = fetch_artifact(location)
         torch_device = resolve_device(None if device == "auto" else device == "cuda")
-        dtype = resolve_precision(precision, torch_device)
+        concrete = resolve_runtime(runtime, torch_device, precision)
+        dtype = resolve_precision(precision, torch_device) if concrete == Runtime.TORCH else torch.float32
         model = load_model(str(local_dir), dtype=dtype)
         tokenizer = load_tokenizer(str(local_dir))
         return cls(
             model, tokenizer, max_length=manifest.max_length, truncation=manifest.truncation,
-            device=torch_device, dtype=dtype, max_batch_size=max_batch_size, manifest=manifest,
+            device=torch_device, dtype=dtype, max_batch_size=max_batch_size, manifest=manifest, runtime=concrete,
         )
+
+    @property
+    def numerics(self) -> str:
+        """What the forward pass computes in: float32, bfloat16, float16 or int8."""
+        return "int8" if self.runtime == Runtime.ONNX_INT8 else str(self.dtype).removeprefix("torch.")
 
     def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
         return encode(self.tokenizer, texts, self.max_length, self.truncation, truncate=truncate)
 
-    @torch.inference_mode()
     def logits_for_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits (float32, [n, 2]) for pre-tokenized inputs, in input order.
 
@@ -91,8 +112,7 @@ class Predictor:
             idx = order[start : start + self.max_batch_size]
             batch = collate([encoded[i] for i in idx], pad_id)
             started = time.perf_counter()
-            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
-            out[idx] = logits.float().cpu().numpy()
+            out[idx] = self._forward(batch["input_ids"], batch["attention_mask"])
             stats.append(
                 BatchStats(
                     batch_size=len(idx),

@@ -119,6 +119,7 @@ class SentimentModel:
             device=args.device.value,
             precision=args.dtype,
             max_batch_size=args.max_batch_size,
+            runtime=args.runtime,
         )
         manifest = self._predictor.manifest
         assert manifest is not None
@@ -131,7 +132,8 @@ class SentimentModel:
             test_metrics=manifest.test_metrics,
             versions=manifest.versions,
             device=str(self._predictor.device),
-            dtype=str(self._predictor.dtype).removeprefix("torch."),
+            dtype=self._predictor.numerics,
+            runtime=self._predictor.runtime.value,
             max_batch_size=args.max_batch_size,
             max_inputs=args.max_inputs,
         ).model_dump(mode="json")
@@ -166,9 +168,10 @@ class SentimentModel:
             boundaries=_SIZE_BUCKETS,
         )
         log.info(
-            "sentiray model %s loaded on %s in %s with %d threads",
+            "sentiray model %s loaded on %s, %s in %s, with %d threads",
             args.model,
             self._info["device"],
+            self._info["runtime"],
             self._info["dtype"],
             self._threads,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
-from sentiray.config import Precision
+from sentiray.config import Precision, Runtime, runtime_conflict
 
 
 class Device(StrEnum):
@@ -36,6 +36,11 @@ class AppArgs(BaseModel):
     dtype: Precision = Field(
         default=Precision.AUTO, description="auto (bf16 where the hardware runs it fast), fp32 or bf16"
     )
+    runtime: Runtime = Field(
+        default=Runtime.AUTO,
+        description="Forward-pass engine: auto (onnx-int8 on CPUs without fast bf16, else torch), torch, onnx "
+        "(fp32) or onnx-int8 (CPU)",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, le=1024, description="Requests per batch and texts per forward pass"
     )
@@ -51,6 +56,12 @@ class AppArgs(BaseModel):
     )
     max_json_depth: int = Field(
         default=32, ge=3, le=512, description="JSON nesting limit; deeper is answered 400"
+    )
+    body_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="The whole request body must arrive within this many seconds; slower is answered 408",
     )
     torch_threads: int | None = Field(
         default=None, ge=1, le=512, description="Intra-op threads per model replica (default: its num_cpus)"
@@ -84,6 +95,9 @@ class AppArgs(BaseModel):
         if self.dtype not in SERVE_PRECISIONS:
             allowed = ", ".join(p.value for p in SERVE_PRECISIONS)
             raise ValueError(f"dtype: {self.dtype.value!r} is not served; allowed: {allowed}")
+        problem = runtime_conflict(self.runtime, self.dtype, None if self.device == Device.AUTO else self.device.value)
+        if problem:
+            raise ValueError(problem)
         if self.min_replicas and self.max_replicas and self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) is larger than max_replicas ({self.max_replicas})"
@@ -171,6 +185,7 @@ class ModelInfo(BaseModel):
     test_metrics: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     device: str
-    dtype: str
+    dtype: str = Field(..., description="What the forward pass computes in: float32, bfloat16, float16 or int8")
+    runtime: str = Field(..., description="The forward-pass engine: torch, onnx or onnx-int8")
     max_batch_size: int
     max_inputs: int

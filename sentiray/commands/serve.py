@@ -15,6 +15,7 @@ _FLAGS = (
     "model_name",
     "device",
     "dtype",
+    "runtime",
     "max_batch_size",
     "batch_wait_timeout_s",
     "max_inputs",

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sentiray.config import Precision
+from sentiray.config import Precision, Runtime
 from serve.app import METRIC_NAMES, SentimentModel, build_app
 from serve.schemas import AppArgs
 from tests.integration.conftest import (
@@ -115,7 +115,8 @@ def test_info_and_openapi(api: str, tiny_artifact: Path) -> None:
     assert info["base_model"] == manifest["base_model"]
     assert info["test_metrics"] == manifest["test_metrics"]
     assert info["versions"] == manifest["versions"]
-    assert info["dtype"] == "float32"  # auto on a CPU without fast bf16
+    # runtime auto on a CPU without fast bf16: ONNX Runtime, int8
+    assert (info["runtime"], info["dtype"]) == ("onnx-int8", "int8")
     assert httpx.get(f"{api}/docs").status_code == 200
     spec = httpx.get(f"{api}/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -249,7 +250,38 @@ def _parity_texts() -> list[str]:
     return texts + [POSITIVE, NEGATIVE, LONG_TEXT]
 
 
-def test_parity_fp32_with_the_core_predictor(api: str, tiny_artifact: Path) -> None:
+@pytest.fixture(scope="module")
+def fp32_api(serve_instance: ServeInstance, tiny_artifact: Path) -> str:
+    """A third application: PyTorch in fp32, explicitly (the default on this CPU is onnx-int8)."""
+    from ray import serve
+
+    args = AppArgs(model=str(tiny_artifact), model_name="torch-fp32", runtime=Runtime.TORCH, dtype=Precision.FP32)
+    app = build_app(args, model_options={"name": "SentimentModelFp32", "ray_actor_options": {"num_cpus": 1}})
+    serve.run(app, name="torch-fp32", route_prefix="/fp32")
+    base = f"{serve_instance.base_url}/fp32"
+    wait_healthy(base)
+    return base
+
+
+def test_parity_fp32_with_the_core_predictor(fp32_api: str, tiny_artifact: Path) -> None:
+    from sentiray.predictor import Predictor
+
+    assert httpx.get(f"{fp32_api}/info").json()["runtime"] == "torch"
+    texts = _parity_texts()
+    expected = Predictor.from_artifact(str(tiny_artifact), device="cpu", precision="fp32").predict(texts)
+    got = _post(f"{fp32_api}/predict", {"inputs": texts}).json()
+    for e, g in zip(expected, got, strict=True):
+        assert [p["label"] for p in g] == [p["label"] for p in e]
+        for pe, pg in zip(e, g, strict=True):
+            assert abs(pe["score"] - pg["score"]) <= 1e-5
+
+
+def test_parity_int8_default_with_the_core_predictor(api: str, tiny_artifact: Path) -> None:
+    """The default CPU path (onnx-int8) agrees with fp32 PyTorch on the label, and closely on the score.
+
+    Dynamic int8 quantizes activations per batch, so a text's score moves slightly with its batch peers:
+    the tolerance is the bf16 one, not fp32's.
+    """
     from sentiray.predictor import Predictor
 
     wait_healthy(api)
@@ -257,9 +289,8 @@ def test_parity_fp32_with_the_core_predictor(api: str, tiny_artifact: Path) -> N
     expected = Predictor.from_artifact(str(tiny_artifact), device="cpu", precision="fp32").predict(texts)
     got = _post(f"{api}/predict", {"inputs": texts}).json()
     for e, g in zip(expected, got, strict=True):
-        assert [p["label"] for p in g] == [p["label"] for p in e]
-        for pe, pg in zip(e, g, strict=True):
-            assert abs(pe["score"] - pg["score"]) <= 1e-5
+        assert g[0]["label"] == e[0]["label"]
+        assert abs(e[0]["score"] - g[0]["score"]) <= 2e-2
 
 
 @pytest.fixture(scope="module")
