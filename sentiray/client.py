@@ -2,11 +2,14 @@
 
 Prediction is idempotent, so 500/502/503/504 and dropped connections are retried with exponential
 backoff (a server's Retry-After is honoured, capped); a 4xx is the caller's mistake and never retried.
+`retried_requests` (requests whose first attempt failed) and `retried_attempts` (failed attempts that
+were retried) show what the retries hid (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +32,12 @@ class EndpointError(SentirayError):
 
 
 class PredictClient:
-    """Calls `POST {url}/predict` (TEI shape) in chunks of at most `batch_size` texts."""
+    """Calls `POST {url}/predict` (TEI shape) in chunks of at most `batch_size` texts.
+
+    Safe to share between threads. Since the client was made: `retried_requests`, the requests whose
+    first attempt failed (a retryable status or a transport error) and were retried; `retried_attempts`,
+    all such failed attempts.
+    """
 
     def __init__(
         self,
@@ -57,6 +65,9 @@ class PredictClient:
         self.max_backoff_s = max_backoff_s
         self.batch_size = batch_size
         self._sleep = sleep
+        self.retried_requests = 0
+        self.retried_attempts = 0
+        self._count_lock = threading.Lock()
 
     def __enter__(self) -> PredictClient:
         return self
@@ -87,6 +98,7 @@ class PredictClient:
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 if attempt >= self.retries:
                     raise EndpointError(f"{self._http.base_url}{path}: {type(e).__name__}: {e}") from e
+                self._count_retry(attempt)
                 self._sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
@@ -100,8 +112,15 @@ class PredictClient:
                     f"HTTP {response.status_code} after {attempt + 1} attempts: {message}",
                     response.status_code,
                 )
+            self._count_retry(attempt)
             self._sleep(self._delay(attempt, response.headers.get("retry-after")))
             attempt += 1
+
+    def _count_retry(self, attempt: int) -> None:
+        with self._count_lock:
+            self.retried_attempts += 1
+            if attempt == 0:
+                self.retried_requests += 1
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:

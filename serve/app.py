@@ -48,6 +48,14 @@ log = logging.getLogger("ray.serve")
 __all__ = ["METRIC_NAMES", "AppArgs", "SentimentIngress", "SentimentModel", "app", "app_builder", "build_app"]
 
 RETRY_AFTER_S = 1
+# Extra replicas a rolling update may start before it stops old ones (rounded up: at least one).
+MAX_SURGE_PERCENT = 25
+
+# Fault injection, off unless set (never set by helm/ or k8s/): while the file this variable names
+# exists, model replicas fail their health check, so Serve replaces them. `{pid}` in the path becomes
+# the replica's process id, to fail one replica. For drills and the reliability tests
+# (docs/reliability.md); e.g. `kubectl exec <worker> -- touch <file>`.
+FAULT_UNHEALTHY_FILE_ENV = "SENTIRAY_FAULT_UNHEALTHY_FILE"
 
 # Exported on Ray's Prometheus endpoint with a `ray_` prefix (e.g. ray_sentiray_batch_size_bucket).
 METRIC_NAMES = {
@@ -57,11 +65,20 @@ METRIC_NAMES = {
     "batch_padded_tokens": "sentiray_batch_padded_tokens",
     "model_seconds": "sentiray_model_seconds",
     "requests_per_batch": "sentiray_requests_per_batch",
+    "requests_cancelled": "sentiray_requests_cancelled",
 }
 
 _SIZE_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
 _TOKEN_BUCKETS = [64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0]
 _SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+
+@dataclass
+class _Pending:
+    """One request's token ids on their way through the batch queue; `started` once a batch took it."""
+
+    ids: list[list[int]]
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,10 @@ def _replica_threads(requested: int | None) -> int:
     health_check_timeout_s=30,
     graceful_shutdown_wait_loop_s=2,
     graceful_shutdown_timeout_s=20,
+    # Serve's default (0) stops old replicas before starting their replacements: with one replica a
+    # redeploy leaves none while the new one loads, and requests wait out request_timeout_s (408).
+    # A surge starts the replacement first, then drains the old replica.
+    max_surge_percent=MAX_SURGE_PERCENT,
     ray_actor_options={"num_cpus": 1},
 )
 class SentimentModel:
@@ -138,6 +159,7 @@ class SentimentModel:
             max_inputs=args.max_inputs,
         ).model_dump(mode="json")
         self._broken: str | None = None
+        self._fault_file = os.environ.get(FAULT_UNHEALTHY_FILE_ENV, "").replace("{pid}", str(os.getpid())) or None
         # One thread runs forward passes, so the event loop stays free to queue the next batch.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiray-forward")
         self._infer.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
@@ -167,6 +189,12 @@ class SentimentModel:
             description="Requests served by one batch",
             boundaries=_SIZE_BUCKETS,
         )
+        self._m_cancelled = Counter(
+            METRIC_NAMES["requests_cancelled"],
+            description="Requests cancelled (timeout or client gone): stage=queued never computed, "
+            "stage=running computed and dropped",
+            tag_keys=("stage",),
+        )
         log.info(
             "sentiray model %s loaded on %s, %s in %s, with %d threads",
             args.model,
@@ -191,14 +219,27 @@ class SentimentModel:
         except InputError as e:
             # Returned, not raised: a client's mistake is not the replica's error (no traceback logged).
             return InputProblem(str(e))
-        logits = await self._infer(encoded)
+        # Past `request_timeout_s` Serve's proxy answers 408 and cancels the request down the call chain
+        # (as it does when a client disconnects). @serve.batch leaves cancelled requests out when it forms
+        # a batch, so a queued request is never computed; a batch already running finishes and the
+        # cancelled caller's rows are dropped. Serve does the skipping; we only count it. Our own deadline
+        # would repeat the proxy's timeout in a second setting and race with its cancellation.
+        pending = _Pending(encoded)
+        try:
+            logits = await self._infer(pending)
+        except asyncio.CancelledError:
+            self._m_cancelled.inc(tags={"stage": "running" if pending.started else "queued"})
+            raise
         out = scores_to_predictions(logits, raw_scores=raw_scores)
         for row in out:
             self._m_predictions.inc(tags={"label": row[0]["label"]})
         return out
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _infer(self, requests: list[list[list[int]]]) -> list[np.ndarray]:
+    async def _infer(self, pending: list[_Pending]) -> list[np.ndarray]:
+        for p in pending:
+            p.started = True
+        requests = [p.ids for p in pending]
         flat = [ids for request in requests for ids in request]
         loop = asyncio.get_running_loop()
         logits, stats = await loop.run_in_executor(self._executor, self._forward, flat)
@@ -228,6 +269,8 @@ class SentimentModel:
     def check_health(self) -> None:
         if self._broken:
             raise RuntimeError(self._broken)
+        if self._fault_file and os.path.exists(self._fault_file):
+            raise RuntimeError(f"injected fault: {self._fault_file} exists ({FAULT_UNHEALTHY_FILE_ENV})")
 
 
 # --- ingress --------------------------------------------------------------------------------------------
@@ -351,6 +394,7 @@ def _load_token(args: AppArgs) -> bytes | None:
     health_check_timeout_s=30,
     graceful_shutdown_wait_loop_s=2,
     graceful_shutdown_timeout_s=20,
+    max_surge_percent=MAX_SURGE_PERCENT,  # as the model's: no gap without an ingress replica
     ray_actor_options={"num_cpus": 0.1},
 )
 @serve.ingress(fastapi_app)

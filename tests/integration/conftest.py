@@ -60,8 +60,10 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
 
 
 @pytest.fixture(scope="module")
-def serve_instance() -> Iterator[ServeInstance]:
-    """Local Ray (4 logical CPUs on this 2-core machine) with Serve's proxy on 127.0.0.1."""
+def serve_instance(request: pytest.FixtureRequest) -> Iterator[ServeInstance]:
+    """Local Ray (4 logical CPUs on this 2-core machine) with Serve's proxy on 127.0.0.1.
+
+    A test module may set `SERVE_HTTP_OPTIONS` (e.g. `{"request_timeout_s": 10}`) for its proxy."""
     import ray
     from ray import serve
 
@@ -76,7 +78,8 @@ def serve_instance() -> Iterator[ServeInstance]:
     )
     try:
         register_test_models()
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        http_options = {**getattr(request.module, "SERVE_HTTP_OPTIONS", {}), "host": "127.0.0.1", "port": http_port}
+        serve.start(http_options=http_options)
         yield ServeInstance(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         try:

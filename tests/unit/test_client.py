@@ -111,3 +111,21 @@ def test_bad_settings_are_refused() -> None:
         PredictClient("http://127.0.0.1:9", retries=-1)
     with pytest.raises(ValueError, match="batch_size"):
         PredictClient("http://127.0.0.1:9", batch_size=0)
+
+
+def test_retried_requests_and_attempts_are_counted() -> None:
+    failures = {"a": 2, "b": 0, "c": 1}  # failed attempts before each text's request succeeds
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        text = json.loads(request.content)["inputs"][0]
+        if failures[text]:
+            failures[text] -= 1
+            if text == "c":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(503, json={"error": "busy"})
+        return _ok(request)
+
+    client, _ = _client(handler, batch_size=1)
+    assert len(client.predict(["a", "b", "c"])) == 3
+    assert client.retried_requests == 2
+    assert client.retried_attempts == 3
