@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import resource
 import shutil
 import sys
 import tempfile
@@ -201,6 +202,14 @@ def read_checkpoint_state(folder: str | Path) -> dict[str, Any]:
     return state
 
 
+def _peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """This worker's peak resident memory so far (and peak GPU memory on CUDA), in MiB."""
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
 def run_training(
     cfg: TrainJobConfig,
     train: TextDataset,
@@ -317,6 +326,7 @@ def run_training(
                 "loss": interval_loss / max(interval_rows, 1),
                 "learning_rate": scheduler.get_last_lr()[0],
                 "samples_per_s": interval_rows * ctx.world_size / max(elapsed, 1e-9),
+                **_peak_memory_mb(ctx.device),
             }
             state["history"].append(entry)
             _print(

