@@ -264,6 +264,14 @@ def test_replica_failing_its_health_check_is_replaced(
     assert load.errors == []
 
 
+def test_fault_injection_is_never_set_by_the_packaging() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    packaged = [repo / "serve" / "config.yaml", repo / "Dockerfile"]
+    packaged += [f for d in ("helm", "k8s") for f in (repo / d).rglob("*") if f.is_file()]
+    assert len(packaged) > 10
+    assert [str(f) for f in packaged if FAULT_UNHEALTHY_FILE_ENV in f.read_text(errors="replace")] == []
+
+
 def test_model_that_cannot_load_stays_failed_with_its_error(serve_instance: ServeInstance, tmp_path: Path) -> None:
     """Deployed without waiting, as `serve deploy` does: DEPLOY_FAILED with the load error, and it stays
     so: /health 503 throughout, no replica restarting in a loop."""
