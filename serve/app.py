@@ -422,15 +422,35 @@ class SentimentIngress:
     async def _read_json(self, request: Request, *, required: str) -> dict[str, Any]:
         """The body parsed as JSON after size, UTF-8 and depth checks (each a 4xx)."""
         limit = self._args.max_body_bytes
+        # Refusals before the body is read close the connection, so the server does not go on reading
+        # (or waiting for) the rest of it.
+        close = {"Connection": "close"}
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", "too_large")
+        if declared is None:
+            # Serve's proxy reads a body into memory as fast as the client sends it, whatever the handler
+            # does; only a declared length, checked here, bounds that (a chunked body of 100 MB was held
+            # whole by the proxy and the ingress before the size check could see it).
+            raise ApiError(
+                411, "a Content-Length header is required; chunked bodies are refused", "length_required", close
+            )
+        if not declared.isdigit() or int(declared) > limit:
+            raise ApiError(
+                413, f"request body of {declared} bytes exceeds the limit of {limit}", "too_large", close
+            )
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "too_large")
-            chunks.append(chunk)
+        # Our own deadline, not only the proxy's request_timeout_s: a client turns that one off with
+        # Serve's `x-request-timeout-seconds: 0` header, and a trickled body would then hold this
+        # request (and its share of max_ongoing_requests) forever.
+        deadline = self._args.body_timeout_s
+        try:
+            async with asyncio.timeout(deadline):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "too_large", close)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {deadline:g} s", "body_timeout", close) from None
         body = b"".join(chunks)
         try:
             text = body.decode("utf-8")
@@ -440,7 +460,8 @@ class SentimentIngress:
             raise ApiError(400, f"JSON nests deeper than {self._args.max_json_depth} levels", "too_deep")
         try:
             parsed = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
+        # ValueError, not only JSONDecodeError: an integer of more than 4300 digits raises a plain one.
+        except (ValueError, RecursionError) as e:
             raise ApiError(422, f"malformed JSON: {e}", "malformed_json") from None
         if not isinstance(parsed, dict):
             raise ApiError(
@@ -493,7 +514,7 @@ class SentimentIngress:
     @fastapi_app.post(
         "/predict",
         response_model=list[LabelScore] | list[list[LabelScore]],
-        responses=_error_responses(400, 401, 413, 422, 503),
+        responses=_error_responses(400, 401, 408, 411, 413, 422, 503),
         openapi_extra=_json_body_schema(PredictRequest),
         summary="Classify a text or a batch (Hugging Face TEI shape)",
     )
@@ -513,7 +534,7 @@ class SentimentIngress:
     @fastapi_app.post(
         "/v1/models/{name}:predict",
         response_model=KServeResponse,
-        responses=_error_responses(400, 401, 404, 413, 422, 503),
+        responses=_error_responses(400, 401, 404, 408, 411, 413, 422, 503),
         openapi_extra=_json_body_schema(KServeRequest),
         summary="Classify instances (KServe v1 shape)",
     )
