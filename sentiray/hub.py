@@ -125,19 +125,22 @@ def push_artifact(
             401: "; the token in HF_TOKEN is not valid",
             403: "; the token has no write access to this repository or namespace",
         }.get(status if isinstance(status, int) else 0, "")
+        # The Hub's own message is quoted (a server may echo the Authorization header in it: never the
+        # token), and not chained, so no traceback can show it unredacted.
         raise HubError(
             f"the Hub at {endpoint} refused the push to {repo_id} (HTTP {status}{hint}): "
-            f"{_first_line(str(e))}; {_kept(location, repo_id)}"
-        ) from e
+            f"{_first_line(_redact(str(e), token))}; {_kept(location, repo_id)}"
+        ) from None
     except ValueError as e:  # e.g. model card metadata the Hub's validator rejects
         raise HubError(
-            f"the Hub refused the push to {repo_id}: {_first_line(str(e))}; {_kept(location, repo_id)}"
-        ) from e
+            f"the Hub refused the push to {repo_id}: {_first_line(_redact(str(e), token))}; "
+            f"{_kept(location, repo_id)}"
+        ) from None
     except Exception as e:
         if not _is_transport_error(e):
             raise
         raise HubError(
-            f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {_first_line(str(e))}); "
+            f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {_first_line(_redact(str(e), token))}); "
             f"nothing was pushed to {repo_id}; {_kept(location, repo_id)}"
         ) from e
     commit_url = getattr(commit, "commit_url", str(commit))
@@ -154,6 +157,10 @@ def _is_transport_error(e: BaseException) -> bool:
 
 def _kept(location: str, repo_id: str) -> str:
     return f"the artifact at {location} is unchanged; retry with `sentiray push {location} {repo_id}`"
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
 
 
 def _first_line(text: str) -> str:

@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from serve.app import build_app
 
     if args.address is None:
-        # A fresh local Ray would turn token auth on by itself; the local endpoint listens on 127.0.0.1.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Token auth stays as Ray sets it for a fresh local cluster: on, its token in ~/.ray/auth_token
+        # (RAY_AUTH_MODE=disabled opts out). Ray binds GCS, raylet and worker ports on every interface,
+        # so without the token anyone on the network could run code here. The HTTP endpoint is ours.
         # Room for the model replica's CPUs plus the light ingress, even where they exceed the cores.
         ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, math.ceil(args.num_cpus) + 1))
     else:
