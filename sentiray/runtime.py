@@ -190,7 +190,7 @@ def _export(model: Any, path: Path) -> dict[str, torch.Tensor]:
         # The dynamo exporter. The TorchScript one is 10x faster here but traces transformers 5's
         # attention-mask code into a graph whose scores are wrong (and differ from export to export).
         torch.onnx.export(
-            Logits(source),
+            Logits(source).eval(),
             (probe["input_ids"], probe["attention_mask"]),
             str(path),
             input_names=list(INPUT_NAMES),
