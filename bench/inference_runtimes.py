@@ -8,8 +8,10 @@ and int8 (sentiray.runtime). Throughput is measured in interleaved rounds (every
 round, median reported), so a noisy neighbour slows all of them alike; each measurement processes
 batches of real test reviews for a fixed time. Model FLOPs per review are counted on the real (unpadded)
 tokens and reported against this machine's fp32 and bf16 matmul peak measured in the same run. A
-candidate is kept only if it is at least 1.3x faster than PyTorch fp32 at the serving batch size and
-loses at most 0.3 accuracy points on the test reviews (both measured here).
+candidate is kept only if its median speedup over PyTorch fp32 across the measured batch sizes (a
+replica runs batch 1 when idle and up to max_batch_size when saturated) is at least 1.3x and it loses
+at most 0.3 accuracy points on the test reviews (both measured here; every per-batch figure is
+reported).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--serving-batch", type=int, default=8, help="Batch size the keep rule compares at")
+    parser.add_argument("--accuracy-batch", type=int, default=8, help="Batch size of the accuracy runs")
     parser.add_argument("--max-length", type=int, help="Tokens per review (default: the artifact's)")
     parser.add_argument("--reviews", type=int, default=256, help="Test reviews cycled by the speed runs")
     parser.add_argument("--seconds", type=float, default=6.0, help="Seconds per speed measurement")
@@ -149,23 +151,25 @@ def main() -> None:
             row["speedup_vs_torch_fp32"] = {b: round(v / base[b], 2) for b, v in per.items()}
         results[name] = row
 
+    def median_speedup(row: dict[str, Any]) -> float:
+        return statistics.median(row.get("speedup_vs_torch_fp32", {0: 0.0}).values())
+
     if args.accuracy_reviews:
         texts, labels = data.texts[: args.accuracy_reviews], np.asarray(data.labels[: args.accuracy_reviews])
         acc_encoded = reference.encode(texts)
         for name, predictor in predictors.items():
-            fast = results[name].get("speedup_vs_torch_fp32", {}).get(args.serving_batch, 0) >= KEEP_SPEEDUP
-            if name == "torch-fp32" or fast:
+            if name == "torch-fp32" or median_speedup(results[name]) >= 1.0:  # slower ones are out anyway
                 started = time.perf_counter()
-                results[name]["accuracy"] = round(accuracy(predictor, acc_encoded, labels, args.serving_batch), 4)
+                results[name]["accuracy"] = round(accuracy(predictor, acc_encoded, labels, args.accuracy_batch), 4)
                 print(f"{name}: accuracy {results[name]['accuracy']} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
         reference_acc = results.get("torch-fp32", {}).get("accuracy")
         for name, row in results.items():
-            fast = row.get("speedup_vs_torch_fp32", {}).get(args.serving_batch, 0) >= KEEP_SPEEDUP
             accurate = reference_acc is not None and "accuracy" in row and (
                 reference_acc - row["accuracy"] <= KEEP_ACCURACY_LOSS
             )
-            row["kept"] = name == "torch-fp32" or (fast and accurate)
+            row["median_speedup"] = round(median_speedup(row), 2)
+            row["kept"] = name == "torch-fp32" or (row["median_speedup"] >= KEEP_SPEEDUP and accurate)
 
     summary = {
         "artifact": args.artifact, "threads": args.threads, "max_length": reference.max_length,

@@ -278,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (workdir / "home").mkdir()
     results: list[LoadResult] = []
     accuracy: dict[str, float] = {}
+    cold_start: dict[str, float] = {}
     for name in args.servers:
         port = free_port()
         if name == "pipeline":
@@ -308,8 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         server = Server(name, argv, f"http://127.0.0.1:{port}/health", env, workdir / f"{name}.log")
         try:
+            launched = time.perf_counter()
             server.wait_ready()
-            print(f"{name} ready on port {port}", flush=True)
+            # Cold start: process launch to the first 200 from /health (Ray start, model load, any export).
+            cold_start[name] = round(time.perf_counter() - launched, 1)
+            print(f"{name} ready on port {port} after {cold_start[name]} s", flush=True)
             bodies = [{"inputs": t} for t in texts]
             for c in args.concurrency:
                 r = asyncio.run(
@@ -335,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "artifact": artifact,
         "results": [asdict(r) for r in results],
         "accuracy": accuracy,
+        "cold_start_s": cold_start,
     }
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -206,7 +206,7 @@ def _export(model: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _quantize(source: Path, destination: Path) -> None:
-    """int8 dynamic quantization of the MatMul weights (activations quantized per batch at run time)."""
+    """int8 dynamic quantization of the MatMul weights, per output channel (activations: per batch, at run time)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -214,6 +214,9 @@ def _quantize(source: Path, destination: Path) -> None:
         source,
         destination,
         weight_type=QuantType.QInt8,
+        # One scale per output channel, not per matrix: on the IMDB test reviews per-tensor weights flipped
+        # 2.7% of fp32's labels (accuracy -0.4 points), per-channel 1.0%, at the same speed.
+        per_channel=True,
         # The dynamo exporter leaves some intermediate types for shape inference to find; name the default.
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
