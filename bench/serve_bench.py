@@ -253,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="Unmeasured seconds before each level")
     p.add_argument("--texts", type=int, default=512, help="Distinct reviews cycled through by the clients")
     p.add_argument("--accuracy-samples", type=int, default=500, help="Test reviews for the accuracy check")
-    p.add_argument("--servers", nargs="+", default=["pipeline", "sentiray"], choices=["pipeline", "sentiray"])
+    p.add_argument(
+        "--servers", nargs="+", default=["pipeline", "sentiray"], choices=["pipeline", "sentiray", "sentiray-torch"],
+        help="sentiray-torch: the endpoint with runtime torch (fp32 PyTorch) instead of its default",
+    )
     p.add_argument("--out", help="Write results as JSON here")
     p.add_argument("--_baseline", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -306,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(port),
                 "--num-cpus",
                 str(args.threads),
+                *(["--runtime", "torch"] if name == "sentiray-torch" else []),
             ]
         server = Server(name, argv, f"http://127.0.0.1:{port}/health", env, workdir / f"{name}.log")
         try:
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 results.append(r)
                 print(json.dumps(asdict(r)), flush=True)
-            if name == "sentiray" and args.accuracy_samples:
+            if name.startswith("sentiray") and args.accuracy_samples and "endpoint" not in accuracy:
                 acc_texts, acc_labels = load_reviews(Path(args.data), args.accuracy_samples, seed=2)
                 accuracy["endpoint"] = endpoint_accuracy(f"http://127.0.0.1:{port}", acc_texts, acc_labels)
         finally:
