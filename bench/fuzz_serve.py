@@ -120,20 +120,10 @@ def fuzz_endpoint(
 
 
 def _tiny_artifact(folder: Path) -> Path:
-    from sentiray.artifact import write_artifact
-    from sentiray.model import load_model, load_tokenizer
-    from tests.support import build_tiny_model
+    from tests.support import build_tiny_model, write_tiny_artifact
 
-    model_dir = build_tiny_model(folder / "tiny-model")
     out = folder / "artifact"
-    write_artifact(
-        str(out),
-        load_model(str(model_dir)),
-        load_tokenizer(str(model_dir)),
-        max_length=64,
-        truncation="head_tail",
-        base_model="tiny-distilbert (untrained)",
-    )
+    write_tiny_artifact(out, build_tiny_model(folder / "tiny-model"), base_model="tiny-distilbert (untrained)")
     return out
 
 

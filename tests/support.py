@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,3 +71,20 @@ def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
     )
     DistilBertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def write_loaded_artifact(destination: Path | str, model_and_tokenizer: tuple[Any, Any], **fields: Any) -> str:
+    """An artifact of an already loaded model by the real writer; fields override the manifest defaults
+    (max_length 64, head_tail truncation, base model "tiny-distilbert")."""
+    from sentiray.artifact import write_artifact
+
+    model, tokenizer = model_and_tokenizer
+    fields = {"max_length": 64, "truncation": "head_tail", "base_model": "tiny-distilbert", **fields}
+    return write_artifact(str(destination), model, tokenizer, **fields)
+
+
+def write_tiny_artifact(destination: Path | str, model_dir: Path, **fields: Any) -> str:
+    """An artifact of the model in model_dir (the untrained tiny one, usually); see write_loaded_artifact."""
+    from sentiray.model import load_model, load_tokenizer
+
+    return write_loaded_artifact(destination, (load_model(str(model_dir)), load_tokenizer(str(model_dir))), **fields)

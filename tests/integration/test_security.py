@@ -228,18 +228,10 @@ def assert_ray_ports_need_the_token(report: list[tuple[Listener, str, str]], loo
 
 @pytest.fixture(scope="module")
 def untrained_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sentiray.artifact import write_artifact
-    from sentiray.model import load_model, load_tokenizer
+    from tests.support import write_tiny_artifact
 
     out = tmp_path_factory.mktemp("security") / "artifact"
-    write_artifact(
-        str(out),
-        load_model(str(tiny_model_dir)),
-        load_tokenizer(str(tiny_model_dir)),
-        max_length=64,
-        truncation="head_tail",
-        base_model="tiny",
-    )
+    write_tiny_artifact(out, tiny_model_dir, base_model="tiny")
     return out
 
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture(scope="session")
+def model_and_tokenizer(tiny_model_dir: Path) -> tuple[Any, Any]:
+    """The tiny model and tokenizer, loaded once for the tests that write artifacts of it."""
+    from sentiray.model import load_model, load_tokenizer
+
+    return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="session")

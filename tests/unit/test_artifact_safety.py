@@ -26,24 +26,11 @@ from sentiray.artifact import (
     resolve_location,
     sha256_file,
     verify_artifact,
-    write_artifact,
 )
 from sentiray.errors import ArtifactError, ConfigError, ModelLoadError
-from sentiray.model import load_model, load_tokenizer
+from sentiray.model import load_model
 from sentiray.predictor import Predictor
-
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_model_dir: Path) -> tuple[Any, Any]:
-    return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
-
-
-def _write(destination: str | Path, model_and_tokenizer: tuple[Any, Any], **fields: Any) -> str:
-    model, tokenizer = model_and_tokenizer
-    fields.setdefault("max_length", 64)
-    fields.setdefault("truncation", "head_tail")
-    fields.setdefault("base_model", "tiny-distilbert")
-    return write_artifact(str(destination), model, tokenizer, **fields)
+from tests.support import write_loaded_artifact as _write
 
 
 @pytest.fixture

@@ -32,17 +32,12 @@ CARD = "---\nlicense: apache-2.0\ntags: [sentiment-analysis]\n---\n# tiny sentim
 @pytest.fixture(scope="module")
 def artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An (untrained) artifact with a model card and a plot, written by the real writer."""
-    from sentiray.artifact import write_artifact
-    from sentiray.model import load_model, load_tokenizer
+    from tests.support import write_tiny_artifact
 
     out = tmp_path_factory.mktemp("hub") / "artifact"
-    write_artifact(
-        str(out),
-        load_model(str(tiny_model_dir)),
-        load_tokenizer(str(tiny_model_dir)),
-        max_length=64,
-        truncation="head_tail",
-        base_model="tiny-distilbert",
+    write_tiny_artifact(
+        out,
+        tiny_model_dir,
         test_metrics={"accuracy": 0.5},
         extra_files={"README.md": CARD.encode(), "plots/loss.png": b"\x89PNG\r\n\x1a\nfake"},
     )

@@ -24,6 +24,7 @@ import pytest
 
 from sentiray.artifact import fetch_artifact, write_artifact
 from sentiray.model import load_model, load_tokenizer
+from tests.support import write_tiny_artifact
 
 
 def _run_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -40,14 +41,7 @@ def _run_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("secrets") / "artifact"
-    write_artifact(
-        str(out),
-        load_model(str(tiny_model_dir)),
-        load_tokenizer(str(tiny_model_dir)),
-        max_length=64,
-        truncation="head",
-        base_model="tiny",
-    )
+    write_tiny_artifact(out, tiny_model_dir, truncation="head", base_model="tiny")
     return out
 
 
