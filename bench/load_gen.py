@@ -35,7 +35,15 @@ from typing import Any
 
 import httpx
 
-from bench.serve_bench import DEFAULT_DATA, REPO, Server, free_port, load_reviews, percentile, run_load
+from bench.serve_bench import (
+    DEFAULT_DATA,
+    Server,
+    free_port,
+    load_reviews,
+    percentile,
+    run_load,
+    server_env,
+)
 
 
 @dataclass
@@ -187,17 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = None
     if args.artifact:
         workdir = Path(tempfile.mkdtemp(prefix="sentiray-load-"))
-        (workdir / "home").mkdir()
-        env = {
-            **os.environ,
-            "RAY_AUTH_MODE": "disabled",  # a private local Ray on 127.0.0.1 for the run
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": str(args.threads),
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "HOME": str(workdir / "home"),
-            "PYTHONPATH": str(REPO),
-        }
+        env = server_env(workdir, args.threads)  # a private local Ray on 127.0.0.1 for the run
         port = free_port()
         argv_ = [sys.executable, "-m", "sentiray.cli", "serve", args.artifact, "--port", str(port)]
         argv_ += ["--num-cpus", str(args.threads)]

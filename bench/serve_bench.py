@@ -154,6 +154,22 @@ class Server:
         self._log.close()
 
 
+def server_env(workdir: Path, threads: int) -> dict[str, str]:
+    """Environment of a benchmarked server: a private HOME (fresh caches) and a private local Ray on
+    127.0.0.1 without token auth, offline, `threads` OpenMP threads."""
+    (workdir / "home").mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(threads),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HOME": str(workdir / "home"),
+        "PYTHONPATH": str(REPO),
+    }
+
+
 # --- the two servers ------------------------------------------------------------------------------------
 
 
@@ -268,17 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sentiray-bench-"))
     artifact = args.artifact or str(make_minilm_artifact(workdir / "artifact", args.max_length))
     texts, _ = load_reviews(Path(args.data), args.texts, seed=1)
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": str(args.threads),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HOME": str(workdir / "home"),
-        "PYTHONPATH": str(REPO),
-    }
-    (workdir / "home").mkdir()
+    env = server_env(workdir, args.threads)
     results: list[LoadResult] = []
     accuracy: dict[str, float] = {}
     cold_start: dict[str, float] = {}

@@ -50,13 +50,12 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": 8123})
     app_args = AppArgs(model=args.artifact, batch_wait_timeout_s=0.0, torch_threads=args.threads)
     started = time.perf_counter()
-    handle_app = serve.run(
+    serve.run(
         build_app(app_args, model_options={"ray_actor_options": {"num_cpus": args.threads}}),
         name="sentiray", route_prefix="/",
     )
     cold_start_s = time.perf_counter() - started
-    model = serve.get_deployment_handle("SentimentModel", app_name="sentiray")
-    del handle_app
+    model = serve.get_deployment_handle("SentimentModel", app_name="sentiray")  # past the ingress
     direct = Predictor.from_artifact(args.artifact, max_batch_size=32)  # the replica's own runtime choice
 
     def call_direct(text: str) -> None:
