@@ -134,7 +134,7 @@ def listeners(cluster: LocalCluster) -> list[Listener]:
     found = []
     for proc in cluster.processes():
         try:
-            title = " ".join(proc.cmdline())[:120]
+            title = " ".join(proc.cmdline())
             conns = proc.net_connections(kind="tcp")
         except psutil.Error:
             continue
