@@ -103,10 +103,10 @@ def test_config_is_frozen() -> None:
 # --- presets and precedence --------------------------------------------------------------------------
 
 
-def test_quick_preset_applies_its_values() -> None:
-    cfg = build_config("quick")
-    quick = PRESETS["quick"]
-    for section, values in quick.items():
+@pytest.mark.parametrize("preset", ["quick", "cpu"])
+def test_a_preset_applies_its_values(preset: str) -> None:
+    cfg = build_config(preset)
+    for section, values in PRESETS[preset].items():
         for key, value in values.items():
             assert getattr(getattr(cfg, section), key) == value, f"{section}.{key}"
     assert build_config("default") == build_config()
