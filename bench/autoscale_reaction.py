@@ -78,6 +78,13 @@ def first_predict_at(logs_dir: Path, skip: set[Path]) -> float | None:
     return min(times) if times else None
 
 
+def healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -132,7 +139,7 @@ def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[st
     deployed = time.monotonic()
     serve.run(app, name=APP, route_prefix="/", logging_config={"logs_dir": str(logs_dir)})
     base = f"http://127.0.0.1:{PORT}"
-    wait_until(lambda: httpx.get(f"{base}/health", timeout=10).status_code == 200, 300, "healthy")
+    wait_until(lambda: healthy(base), 300, "healthy")
     deploy_s = time.monotonic() - deployed
     wait_until(lambda: running_model_replicas() == 1, 300, "one model replica")
     time.sleep(args.idle_s)

@@ -256,6 +256,13 @@ def core_accuracy(artifact: str, texts: list[str], labels: list[int]) -> float:
     return correct / len(labels)
 
 
+def endpoint_flags(name: str, threads: int) -> list[str]:
+    """`sentiray serve` flags of each endpoint variant, all on the same `threads` CPUs."""
+    if name == "sentiray-per-core":  # one single-threaded replica per CPU (as 2 x 1 DDP in training)
+        return ["--num-cpus", "1", "--min-replicas", str(threads), "--max-replicas", str(threads)]
+    return ["--num-cpus", str(threads), *(["--runtime", "torch"] if name == "sentiray-torch" else [])]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -270,8 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--texts", type=int, default=512, help="Distinct reviews cycled through by the clients")
     p.add_argument("--accuracy-samples", type=int, default=500, help="Test reviews for the accuracy check")
     p.add_argument(
-        "--servers", nargs="+", default=["pipeline", "sentiray"], choices=["pipeline", "sentiray", "sentiray-torch"],
-        help="sentiray-torch: the endpoint with runtime torch (fp32 PyTorch) instead of its default",
+        "--servers", nargs="+", default=["pipeline", "sentiray"],
+        choices=["pipeline", "sentiray", "sentiray-torch", "sentiray-per-core"],
+        help="sentiray-torch: the endpoint with runtime torch (fp32 PyTorch) instead of its default; "
+        "sentiray-per-core: --threads model replicas of one thread each instead of one replica",
     )
     p.add_argument("--out", help="Write results as JSON here")
     p.add_argument("--_baseline", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
@@ -313,9 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 artifact,
                 "--port",
                 str(port),
-                "--num-cpus",
-                str(args.threads),
-                *(["--runtime", "torch"] if name == "sentiray-torch" else []),
+                *endpoint_flags(name, args.threads),
             ]
         server = Server(name, argv, f"http://127.0.0.1:{port}/health", env, workdir / f"{name}.log")
         try:

@@ -92,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         # Token auth stays as Ray sets it for a fresh local cluster: on, its token in ~/.ray/auth_token
         # (RAY_AUTH_MODE=disabled opts out). Ray binds GCS, raylet and worker ports on every interface,
         # so without the token anyone on the network could run code here. The HTTP endpoint is ours.
-        # Room for the model replica's CPUs plus the light ingress, even where they exceed the cores.
-        ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, math.ceil(args.num_cpus) + 1))
+        # Room for the most model replicas asked for plus the light ingress, even where they exceed the
+        # cores (otherwise a replica waits forever for CPUs this local Ray does not have).
+        replicas = max(app_args.min_replicas or 1, app_args.max_replicas or 1)
+        ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, math.ceil(args.num_cpus * replicas) + 1))
     else:
         ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
