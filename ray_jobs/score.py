@@ -419,7 +419,12 @@ def build_parser(prog: str = "python -m ray_jobs.score") -> argparse.ArgumentPar
         help="Mark reviews longer than the model's max_length as bad rows instead of cutting them",
     )
     p.add_argument("--overwrite", action="store_true", help="Replace what is at --output")
-    p.add_argument("--preserve-order", action="store_true", help="Write rows in input order (slower)")
+    p.add_argument(
+        "--preserve-order",
+        action="store_true",
+        help="Ask Ray Data to keep input order (slower). Ray 2.60 was seen to reorder a tiny input once; "
+        "keep a key column where order matters",
+    )
     p.add_argument(
         "--fail-on-bad-rows",
         action="store_true",

@@ -133,9 +133,10 @@ def test_csv_and_jsonl_inputs(
     assert df["stars"].tolist() == [1, 4, 5]
 
     # JSON lines, truncation off: the over-long review is a bad row, and --fail-on-bad-rows exits 1
-    # after writing everything.
+    # after writing everything. Rows are matched by their key: Ray Data 2.60 once wrote these three rows
+    # out of input order even with --preserve-order (CI, 2026-11-25), see the option's help.
     jsonl = tmp_path / "reviews.jsonl"
-    rows = [{"text": POSITIVE}, {"text": " ".join([NEGATIVE] * 60)}, {"text": NEGATIVE}]
+    rows = [{"n": 0, "text": POSITIVE}, {"n": 1, "text": " ".join([NEGATIVE] * 60)}, {"n": 2, "text": NEGATIVE}]
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     capsys.readouterr()
     code = main(
@@ -156,7 +157,7 @@ def test_csv_and_jsonl_inputs(
     captured = capsys.readouterr()
     assert code == 1
     assert "1 row(s) could not be scored" in captured.err
-    df = _read(tmp_path / "jsonl-out")
+    df = _read(tmp_path / "jsonl-out").sort_values("n").reset_index(drop=True)
     assert df["label"].fillna("-").tolist() == ["POSITIVE", "-", "NEGATIVE"]
     assert "exceed the model's max_length" in df["error"][1]
 
