@@ -96,13 +96,14 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--truncations", nargs="+", default=["head", "head_tail"], choices=["head", "head_tail"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline-only", action="store_true", help="Only the TF-IDF baseline on the sweep's rows")
     parser.add_argument("--out")
     args = parser.parse_args()
     args.base_model = args.base_model or minilm()
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="sentiray-sweep-"))
     results = []
-    for max_length in args.lengths:
+    for max_length in [] if args.baseline_only else args.lengths:
         for truncation in args.truncations:
             row = run_config(args, max_length, truncation, workdir)
             results.append(row)
