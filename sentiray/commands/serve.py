@@ -6,9 +6,12 @@ import argparse
 import math
 import time
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentiray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from serve.schemas import AppArgs
 
 # Builder options exposed as flags (the rest keep their defaults; see serve/config.yaml for all).
 _FLAGS = (
@@ -68,6 +71,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def local_ray_cpus(cpus_per_replica: float, app_args: AppArgs, cores: int) -> int:
+    """Logical CPUs of the local Ray: room for the most model replicas asked for plus the light ingress,
+    even where they exceed the cores (otherwise a replica waits forever for CPUs Ray does not have)."""
+    replicas = max(app_args.min_replicas or 1, app_args.max_replicas or 1)
+    return max(cores, math.ceil(cpus_per_replica * replicas) + 1)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -92,10 +102,7 @@ def run(args: argparse.Namespace) -> int:
         # Token auth stays as Ray sets it for a fresh local cluster: on, its token in ~/.ray/auth_token
         # (RAY_AUTH_MODE=disabled opts out). Ray binds GCS, raylet and worker ports on every interface,
         # so without the token anyone on the network could run code here. The HTTP endpoint is ours.
-        # Room for the most model replicas asked for plus the light ingress, even where they exceed the
-        # cores (otherwise a replica waits forever for CPUs this local Ray does not have).
-        replicas = max(app_args.min_replicas or 1, app_args.max_replicas or 1)
-        ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, math.ceil(args.num_cpus * replicas) + 1))
+        ray.init(include_dashboard=False, num_cpus=local_ray_cpus(args.num_cpus, app_args, os.cpu_count() or 1))
     else:
         ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
