@@ -16,14 +16,23 @@ import time
 import torch
 
 
-def gflops(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+def gflops(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10, device: str = "cpu") -> float:
+    """The best of `repeats` timed (m x k) @ (k x n) products on random data, after two warm-ups."""
+    a = torch.randn(m, k, dtype=dtype, device=device)
+    b = torch.randn(k, n, dtype=dtype, device=device)
+
+    def sync() -> None:  # CUDA runs asynchronously: the clock is read only after the product is done
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+
     for _ in range(2):
         a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - started)
     return 2 * m * k * n / best / 1e9
 
