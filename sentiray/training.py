@@ -21,11 +21,13 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -100,6 +102,53 @@ def _print(ctx: WorkerContext, message: str) -> None:
     if ctx.is_main:
         sys.stdout.write(message + "\n")
         sys.stdout.flush()
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """Yield `items` in order while a background thread computes up to `depth` of them ahead.
+
+    The training loop's host work (tokenizing, padding, pinning the next batches) then overlaps the
+    device's compute instead of adding to it: on a GPU it was two thirds of a step (docs/benchmarks.md,
+    "GPU"). The fast tokenizer releases the GIL, so the thread runs beside the main one. An exception in
+    the producer is raised here; closing the generator (or an exception in the consumer) stops the thread.
+    """
+    queue: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:  # the consumer is busy; look at `stop` again
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, _DONE))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((e, None))
+
+    thread = threading.Thread(target=produce, name="sentiray-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _progress_bar(done: int, total: int, width: int = 24) -> str:
@@ -279,32 +328,49 @@ def run_training(
             gb = epoch_cache[epoch][pos]
             yield rank_share(gb, ctx.rank, ctx.world_size), len(gb)
 
-    interval_loss, interval_rows, interval_started = 0.0, 0, time.perf_counter()
+    pin = ctx.device.type == "cuda"  # pinned host memory lets the copy to the GPU run asynchronously
+
+    def prepared_steps() -> Iterator[tuple[int, int, list[dict[str, torch.Tensor]]]]:
+        """(step, global rows of the step, host tensors of each micro-batch), built in the prefetch thread."""
+        for step in range(start_step, schedule.total_steps):
+            batches = list(micro_batches(step))
+            prepared = []
+            for row_ids, _ in batches:
+                weights = torch.ones(max(1, len(row_ids)))
+                if len(row_ids) == 0:  # this rank's share of a short last batch is empty
+                    row_ids, weights = np.asarray([0]), torch.zeros(1)
+                encoded = encode(
+                    tokenizer, [train.texts[i] for i in row_ids], cfg.model.max_length, cfg.model.truncation
+                )
+                host = {
+                    **collate(encoded, pad),
+                    "labels": torch.tensor([train.labels[i] for i in row_ids]),
+                    "weights": weights,
+                }
+                prepared.append({k: v.pin_memory() for k, v in host.items()} if pin else host)
+            yield step, sum(n for _, n in batches), prepared
+
+    # The interval's loss stays on the device until it is logged: reading it each step would make the
+    # host wait for the device, and the next batch could not be prepared meanwhile.
+    interval_loss = torch.zeros((), device=ctx.device)
+    interval_rows, interval_started = 0, time.perf_counter()
     run_started, rows_seen = time.perf_counter(), 0
     last_metrics: dict[str, Any] = {}
-    for step in range(start_step, schedule.total_steps):
-        batches = list(micro_batches(step))
-        window_rows = sum(n for _, n in batches)
-        for a, (row_ids, _) in enumerate(batches):
-            weights = torch.ones(max(1, len(row_ids)))
-            if len(row_ids) == 0:  # this rank's share of a short last batch is empty
-                row_ids, weights = np.asarray([0]), torch.zeros(1)
-            encoded = encode(
-                tokenizer, [train.texts[i] for i in row_ids], cfg.model.max_length, cfg.model.truncation
-            )
-            batch = {k: v.to(ctx.device) for k, v in collate(encoded, pad).items()}
-            labels = torch.tensor([train.labels[i] for i in row_ids], device=ctx.device)
+    for step, window_rows, prepared in prefetch(prepared_steps(), depth=2):
+        for a, host in enumerate(prepared):
+            batch = {k: v.to(ctx.device, non_blocking=pin) for k, v in host.items()}
+            labels, weights = batch.pop("labels"), batch.pop("weights")
             # Gradients are all-reduced only on the last micro-batch of an optimizer step.
-            sync = a == len(batches) - 1 or not isinstance(ddp_model, DistributedDataParallel)
+            sync = a == len(prepared) - 1 or not isinstance(ddp_model, DistributedDataParallel)
             no_sync = nullcontext() if sync else cast(DistributedDataParallel, ddp_model).no_sync()
             with no_sync, autocast():
                 logits = ddp_model(**batch).logits
                 per_row = F.cross_entropy(logits.float(), labels, reduction="none")
                 # DDP averages gradients over ranks; x world_size / global rows makes it the exact mean.
-                loss = (per_row * weights.to(ctx.device)).sum() * ctx.world_size / window_rows
+                loss = (per_row * weights).sum() * ctx.world_size / window_rows
             (scaler.scale(loss) if scaler else loss).backward()
-            interval_loss += float((per_row.detach().cpu() * weights).sum())
-            interval_rows += int(weights.sum())
+            interval_loss += (per_row.detach() * weights).sum()
+            interval_rows += int(host["weights"].sum())
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
@@ -319,11 +385,12 @@ def run_training(
         done = step + 1
 
         if done % o.log_every_steps == 0 or done == schedule.total_steps:
+            loss_sum = float(interval_loss)  # waits for the device, so the interval's time is all counted
             elapsed = time.perf_counter() - interval_started
             entry = {
                 "step": done,
                 "epoch": round(schedule.epoch_of(done), 4),
-                "loss": interval_loss / max(interval_rows, 1),
+                "loss": loss_sum / max(interval_rows, 1),
                 "learning_rate": scheduler.get_last_lr()[0],
                 "samples_per_s": interval_rows * ctx.world_size / max(elapsed, 1e-9),
                 **_peak_memory_mb(ctx.device),
@@ -335,7 +402,8 @@ def run_training(
                 f"epoch {entry['epoch']:.2f} loss {entry['loss']:.4f} lr {entry['learning_rate']:.2e} "
                 f"{entry['samples_per_s']:.1f} samples/s",
             )
-            interval_loss, interval_rows, interval_started = 0.0, 0, time.perf_counter()
+            interval_loss.zero_()
+            interval_rows, interval_started = 0, time.perf_counter()
 
         if done % schedule.eval_every == 0 or done == schedule.total_steps:
             throughput = rows_seen / max(time.perf_counter() - run_started, 1e-9)

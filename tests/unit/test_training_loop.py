@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from safetensors.torch import load_file
 from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset
 from sentiray.errors import ModelLoadError
-from sentiray.training import STATE_FILE, WorkerContext, read_checkpoint_state, run_training
+from sentiray.training import STATE_FILE, WorkerContext, prefetch, read_checkpoint_state, run_training
 from tests.support import synthetic_reviews
 
 TRAIN_ROWS, VAL_ROWS = 320, 48
@@ -221,3 +224,77 @@ def test_fp16_on_cpu_is_refused(tiny_model_dir: Path, data: tuple[TextDataset, T
     with pytest.raises(ModelLoadError, match="precision fp16 is for GPUs; use bf16 or fp32 on CPU"):
         run_training(cfg, *data, WorkerContext(), reporter)
     assert reporter.reports == []
+
+
+# --- prefetch: the loop prepares the next batches in a background thread -------------------------------
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sentiray-prefetch"]
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetch_yields_every_item_in_order(depth: int) -> None:
+    assert list(prefetch(iter(range(50)), depth=depth)) == list(range(50))
+    assert _wait_for(lambda: not _prefetch_threads())
+
+
+def test_prefetch_prepares_items_ahead_of_the_consumer() -> None:
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    stream = prefetch(items(), depth=2)
+    assert next(stream) == 0
+    # While the consumer holds item 0, the thread fills the queue (items 1 and 2) and has made item 3.
+    assert _wait_for(lambda: len(produced) >= 4)
+    assert len(produced) == 4  # and no further: the queue is bounded
+    stream.close()
+    assert _wait_for(lambda: not _prefetch_threads())
+
+
+def test_prefetch_raises_the_producers_error_after_the_items_before_it() -> None:
+    def items() -> Iterator[int]:
+        yield 0
+        yield 1
+        raise ValueError("row 2 cannot be tokenized")
+
+    got: list[int] = []
+
+    def consume() -> None:
+        for item in prefetch(items(), depth=2):
+            got.append(item)
+
+    with pytest.raises(ValueError, match="row 2 cannot be tokenized"):
+        consume()
+    assert got == [0, 1]
+    assert _wait_for(lambda: not _prefetch_threads())
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_fails() -> None:
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    def consume() -> None:
+        for item in prefetch(endless(), depth=2):
+            if item == 5:
+                raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        consume()
+    assert _wait_for(lambda: not _prefetch_threads())
