@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from sentiray.commands.serve import default_cpu_layout
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imdb" / "test.parquet"
 
@@ -257,10 +259,18 @@ def core_accuracy(artifact: str, texts: list[str], labels: list[int]) -> float:
 
 
 def endpoint_flags(name: str, threads: int) -> list[str]:
-    """`sentiray serve` flags of each endpoint variant, all on the same `threads` CPUs."""
+    """`sentiray serve` flags of each endpoint variant, all on the same `threads` CPUs.
+
+    sentiray: the layout `sentiray serve` picks by default on a machine of `threads` cores, spelled out
+    so the bench holds it whatever cores the bench machine has.
+    """
     if name == "sentiray-per-core":  # one single-threaded replica per CPU (as 2 x 1 DDP in training)
         return ["--num-cpus", "1", "--min-replicas", str(threads), "--max-replicas", str(threads)]
-    return ["--num-cpus", str(threads), *(["--runtime", "torch"] if name == "sentiray-torch" else [])]
+    if name == "sentiray-one-replica":  # the default before 2026-11-26: one replica of `threads` threads
+        return ["--num-cpus", str(threads)]
+    replicas, cpus = default_cpu_layout(threads)
+    layout = ["--num-cpus", str(cpus), "--min-replicas", str(replicas), "--max-replicas", str(replicas)]
+    return [*layout, *(["--runtime", "torch"] if name == "sentiray-torch" else [])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,9 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--accuracy-samples", type=int, default=500, help="Test reviews for the accuracy check")
     p.add_argument(
         "--servers", nargs="+", default=["pipeline", "sentiray"],
-        choices=["pipeline", "sentiray", "sentiray-torch", "sentiray-per-core"],
-        help="sentiray-torch: the endpoint with runtime torch (fp32 PyTorch) instead of its default; "
-        "sentiray-per-core: --threads model replicas of one thread each instead of one replica",
+        choices=["pipeline", "sentiray", "sentiray-torch", "sentiray-per-core", "sentiray-one-replica"],
+        help="sentiray: `sentiray serve`'s default layout for --threads cores; sentiray-torch: the same with "
+        "runtime torch (fp32 PyTorch); sentiray-per-core: --threads replicas of one thread each; "
+        "sentiray-one-replica: one replica of --threads threads",
     )
     p.add_argument("--out", help="Write results as JSON here")
     p.add_argument("--_baseline", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
