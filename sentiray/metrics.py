@@ -6,14 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -28,6 +20,11 @@ def classification_metrics(labels: Sequence[int] | np.ndarray, logits: np.ndarra
     The confusion matrix is [[true neg, false pos], [false neg, true pos]]. ROC-AUC is None when the
     labels hold one class only (it is undefined then).
     """
+    # Imported here: sklearn.metrics pulls in scipy.stats (about 2 s of CPU), which every process that
+    # only needs softmax (each Serve model replica, through the predictor) or the table (the training
+    # driver) would otherwise pay at startup.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
     y = np.asarray(labels, dtype=np.int64)
     probs = softmax(np.asarray(logits, dtype=np.float64))
     pred = probs.argmax(axis=-1)
