@@ -1,4 +1,10 @@
-"""Serve fixtures: one local Ray + Serve per test module, on 127.0.0.1 and free ports.
+"""Serve fixtures: a local Ray + Serve on 127.0.0.1 and free ports, shared by consecutive test modules.
+
+Modules that use `serve_instance` with the same `SERVE_HTTP_OPTIONS` run one after another (collection
+puts them at the end of their folder, grouped by those options) and share one Ray + Serve: starting one
+costs tens of seconds on a 2-core machine. Each module still starts from an empty Serve: every
+application it deployed is deleted when it ends, and Ray is shut down when the next module does not use
+the same instance (so a module that starts its own Ray, or none, never sees this one).
 
 Ray's node exports metrics (Serve's and ours) in Prometheus text at `http://127.0.0.1:<port>/metrics`,
 the port given as `_metrics_export_port`; workers push to it every `metrics_report_interval_ms`.
@@ -59,33 +65,123 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
     pytest.fail(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="module")
-def serve_instance(request: pytest.FixtureRequest) -> Iterator[ServeInstance]:
-    """Local Ray (4 logical CPUs on this 2-core machine) with Serve's proxy on 127.0.0.1.
+def _http_options(module: Any) -> dict[str, Any]:
+    return dict(getattr(module, "SERVE_HTTP_OPTIONS", {}))
 
-    A test module may set `SERVE_HTTP_OPTIONS` (e.g. `{"request_timeout_s": 10}`) for its proxy."""
-    import ray
-    from ray import serve
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    http_port, metrics_port = free_port(), free_port()
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
-        logging_level=logging.WARNING,
-    )
-    try:
-        register_test_models()
-        http_options = {**getattr(request.module, "SERVE_HTTP_OPTIONS", {}), "host": "127.0.0.1", "port": http_port}
-        serve.start(http_options=http_options)
-        yield ServeInstance(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics")
-    finally:
+def _uses_serve(item: pytest.Item) -> bool:
+    return "serve_instance" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Within each folder, move the modules that use serve_instance to the end, grouped by their
+    SERVE_HTTP_OPTIONS (first-seen order kept), so that modules which can share one instance are adjacent."""
+    serve_modules: dict[Any, dict[str, Any]] = {}
+    for item in items:
+        if _uses_serve(item) and item.module not in serve_modules:  # type: ignore[attr-defined]
+            serve_modules[item.module] = _http_options(item.module)  # type: ignore[attr-defined]
+    groups: list[dict[str, Any]] = []
+    for options in serve_modules.values():
+        if options not in groups:
+            groups.append(options)
+
+    folders = list(dict.fromkeys(item.path.parent for item in items))
+
+    def key(indexed: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        position, item = indexed
+        module = getattr(item, "module", None)
+        group = groups.index(serve_modules[module]) + 1 if module in serve_modules else 0
+        return (folders.index(item.path.parent), group, position)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note which modules hand their Ray + Serve on: those followed by a module using the same options."""
+    modules = list(dict.fromkeys(getattr(item, "module", None) for item in session.items))
+    uses = {getattr(item, "module", None) for item in session.items if _uses_serve(item)}
+    _HOST.hand_on = {
+        this
+        for this, following in zip(modules, modules[1:], strict=False)
+        if this in uses and following in uses and _http_options(this) == _http_options(following)
+    }
+
+
+class _ServeHost:
+    """The one in-process Ray + Serve (Ray allows one per process), kept between modules that share it."""
+
+    def __init__(self) -> None:
+        self.instance: ServeInstance | None = None
+        self.options: dict[str, Any] = {}
+        self.hand_on: set[Any] = set()
+
+    def start(self, options: dict[str, Any]) -> ServeInstance:
+        import ray
+        from ray import serve
+
+        if self.instance is not None and options == self.options:
+            return self.instance
+        self.stop()
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        http_port, metrics_port = free_port(), free_port()
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            _metrics_export_port=metrics_port,
+            _system_config={"metrics_report_interval_ms": 1000},
+            logging_level=logging.WARNING,
+        )
+        try:
+            serve.start(http_options={**options, "host": "127.0.0.1", "port": http_port})
+        except BaseException:
+            ray.shutdown()
+            raise
+        self.options = options
+        self.instance = ServeInstance(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics")
+        return self.instance
+
+    def delete_applications(self) -> None:
+        from ray import serve
+
+        for name in list(serve.status().applications):
+            serve.delete(name)  # blocks until its replicas are gone
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if self.instance is None:
+            return
+        self.instance = None
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+_HOST = _ServeHost()
+
+
+@pytest.fixture(scope="module")
+def serve_instance(request: pytest.FixtureRequest) -> Iterator[ServeInstance]:
+    """Local Ray (4 logical CPUs on this 2-core machine) with Serve's proxy on 127.0.0.1, and no
+    application deployed when the module starts.
+
+    A test module may set `SERVE_HTTP_OPTIONS` (e.g. `{"request_timeout_s": 10}`) for its proxy."""
+    instance = _HOST.start(_http_options(request.module))
+    register_test_models()
+    handed_on = False
+    try:
+        yield instance
+        if request.module in _HOST.hand_on:
+            try:
+                _HOST.delete_applications()
+                handed_on = True
+            except Exception:
+                logging.getLogger(__name__).warning("could not clear Serve; restarting it", exc_info=True)
+    finally:
+        if not handed_on:
+            _HOST.stop()
 
 
 def wait_healthy(base_url: str, timeout_s: float = 120) -> None:
