@@ -298,11 +298,52 @@ def _summarize(cfg: ScoreConfig, seconds: float) -> ScoreSummary:
     return ScoreSummary(rows=rows, bad_rows=bad, bad_examples=examples, seconds=seconds, output=cfg.output)
 
 
+def _ordered_parquet_sink(fs: Any, path: str, mode: Any) -> Any:
+    """A parquet sink that writes rows in the dataset's order, one file per write task, named in that order.
+
+    Ray Data's `write_parquet` hands a write task's blocks to `pyarrow.dataset.write_dataset` with
+    `use_threads=True` and without Arrow's `preserve_order`; where the task has more than one Arrow
+    CPU thread (OMP_NUM_THREADS > 1), Arrow writes a block's chunks in whatever order its threads finish
+    (apache/arrow#26818), whatever Ray's `preserve_order` says: a batch of 1-row blocks is such a block.
+    Here a task's blocks are concatenated in order and written by `pyarrow.parquet.write_table`, which
+    keeps table order. The file name holds the write task's index, and with `preserve_order` Ray Data
+    starts write tasks in block order.
+    """
+    import pyarrow.parquet as pq
+    from ray.data.datasource import BlockBasedFileDatasink, FilenameProvider
+
+    class TaskOrderNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            # Wide zero padding: name order is task order (Ray's default pads to 6 digits).
+            return f"{write_uuid}_{task_index:012d}.parquet"
+
+    class OrderedParquetSink(BlockBasedFileDatasink):
+        def write_block_to_file(self, block: Any, file: Any) -> None:
+            pq.write_table(block.to_arrow(), file)
+
+    return OrderedParquetSink(path, filesystem=fs, mode=mode, filename_provider=TaskOrderNames())
+
+
+def write_output(ds: Any, fs: Any, path: str, *, overwrite: bool, preserve_order: bool) -> None:
+    """Write `ds` as parquet under `path`; with `preserve_order`, file name order then row order is `ds`'s order.
+
+    Expects `DataContext.execution_options.preserve_order` to have been set as `preserve_order`
+    before `ds` was built. Without it Ray's own writer is used: Arrow's threads make it faster
+    on big blocks, and row order is not kept.
+    """
+    from ray.data._internal.savemode import SaveMode
+
+    mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
+    if preserve_order:
+        ds.write_datasink(_ordered_parquet_sink(fs, path, mode))
+    else:
+        ds.write_parquet(path, filesystem=fs, mode=mode)
+
+
 def run(cfg: ScoreConfig) -> ScoreSummary:
     """Read, score with an actor pool, write parquet; returns what was written, with throughput."""
     import ray.data
     from ray.data import ActorPoolStrategy
-    from ray.data._internal.savemode import SaveMode
 
     from sentiray.artifact import fetch_artifact
 
@@ -315,6 +356,8 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
             raise ConfigError(f"output: {cfg.output} exists and is not empty; pass --overwrite to replace it")
     init_ray()
     ctx = ray.data.DataContext.get_current()
+    # Keeps blocks in input order between operators (files in path order, then each file's blocks);
+    # write_output keeps the rows within each block and orders the files.
     ctx.execution_options.preserve_order = cfg.preserve_order
     started = time.perf_counter()
     ds = read_input(cfg)
@@ -344,7 +387,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         num_gpus=1 if cfg.use_gpu else 0,
         udf_modifying_row_count=False,
     )
-    scored.write_parquet(out_path, filesystem=out_fs, mode=SaveMode.OVERWRITE if cfg.overwrite else SaveMode.APPEND)
+    write_output(scored, out_fs, out_path, overwrite=cfg.overwrite, preserve_order=cfg.preserve_order)
     summary = _summarize(cfg, time.perf_counter() - started)
     print(
         f"scored {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.rows_per_s:,.1f} rows/s); "
@@ -422,8 +465,9 @@ def build_parser(prog: str = "python -m ray_jobs.score") -> argparse.ArgumentPar
     p.add_argument(
         "--preserve-order",
         action="store_true",
-        help="Ask Ray Data to keep input order (slower). Ray 2.60 was seen to reorder a tiny input once; "
-        "keep a key column where order matters",
+        help="Write rows in input order: input files in path order, rows in file order; read the output "
+        "files in name order. Slower: finished batches wait for earlier ones, and each output file is "
+        "written on one thread",
     )
     p.add_argument(
         "--fail-on-bad-rows",
@@ -451,4 +495,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["OUTPUT_COLUMNS", "RESULT_PREFIX", "ScoreConfig", "ScoreSummary", "main", "run"]
+__all__ = ["OUTPUT_COLUMNS", "RESULT_PREFIX", "ScoreConfig", "ScoreSummary", "main", "run", "write_output"]

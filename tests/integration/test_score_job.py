@@ -1,5 +1,5 @@
 """`python -m ray_jobs.score` end to end on a local Ray: parquet/CSV/JSON lines in, parquet out, bad rows
-kept and reported, scores equal to the Predictor's."""
+kept and reported, scores equal to the Predictor's, input order kept with --preserve-order."""
 
 from __future__ import annotations
 
@@ -26,7 +26,15 @@ def local_ray() -> Iterator[None]:
     """One local Ray for the module; the job joins it instead of starting its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    # Workers get two Arrow CPU threads (Ray would default them to one, from the task's CPU): with more
+    # than one, Arrow's threaded dataset writer reorders rows within a file, the CI failure that
+    # --preserve-order now guards against; with one the bug hides.
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="warning",
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}},
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield
@@ -35,7 +43,8 @@ def local_ray() -> Iterator[None]:
 
 
 def _read(folder: Path) -> pd.DataFrame:
-    return pq.read_table(folder).to_pandas()
+    """The output's rows as --preserve-order defines their order: files by name, then rows within a file."""
+    return pa.concat_tables([pq.read_table(f) for f in sorted(folder.glob("*.parquet"))]).to_pandas()
 
 
 def _result(out: str) -> dict[str, object]:
@@ -76,9 +85,9 @@ def test_parquet_folder_scored_in_order_with_bad_rows_kept(
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
-    df = _read(out).sort_values("id").reset_index(drop=True)
+    df = _read(out)
     assert list(df.columns) == ["id", "text", "gold", *OUTPUT_COLUMNS]
-    assert len(df) == 150  # nothing dropped
+    assert df["id"].tolist() == list(range(150))  # nothing dropped, input order
     bad = df[df["error"].notna()]
     assert bad["id"].tolist() == [3, 40, 77]
     assert bad["error"].tolist() == [
@@ -133,8 +142,7 @@ def test_csv_and_jsonl_inputs(
     assert df["stars"].tolist() == [1, 4, 5]
 
     # JSON lines, truncation off: the over-long review is a bad row, and --fail-on-bad-rows exits 1
-    # after writing everything. Rows are matched by their key: Ray Data 2.60 once wrote these three rows
-    # out of input order even with --preserve-order (CI, 2026-11-25), see the option's help.
+    # after writing everything, in input order (CI once got 0, 2, 1 here, before the ordered writer).
     jsonl = tmp_path / "reviews.jsonl"
     rows = [{"n": 0, "text": POSITIVE}, {"n": 1, "text": " ".join([NEGATIVE] * 60)}, {"n": 2, "text": NEGATIVE}]
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -157,9 +165,70 @@ def test_csv_and_jsonl_inputs(
     captured = capsys.readouterr()
     assert code == 1
     assert "1 row(s) could not be scored" in captured.err
-    df = _read(tmp_path / "jsonl-out").sort_values("n").reset_index(drop=True)
+    df = _read(tmp_path / "jsonl-out")
+    assert df["n"].tolist() == [0, 1, 2]
     assert df["label"].fillna("-").tolist() == ["POSITIVE", "-", "NEGATIVE"]
     assert "exceed the model's max_length" in df["error"][1]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_preserve_order_keeps_file_then_row_order(
+    fmt: str, local_ray: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Many small files, small batches, two actors (half a CPU each, so reads and writes still get one of
+    the two): the output is files in path order, rows in file order."""
+    src = tmp_path / "in"
+    src.mkdir()
+    names = sorted(f"part-{i}" for i in range(12))  # part-0, part-1, part-10, part-11, part-2, ...
+    expected: list[int] = []
+    for i, name in enumerate(names):
+        ids = list(range(len(expected), len(expected) + 2 + i % 3))
+        expected += ids
+        table = pa.table({"id": ids, "text": [POSITIVE if k % 2 else NEGATIVE for k in ids]})
+        if fmt == "parquet":
+            pq.write_table(table, src / f"{name}.parquet", row_group_size=2)
+        elif fmt == "csv":
+            table.to_pandas().to_csv(src / f"{name}.csv", index=False)
+        else:
+            (src / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--model", str(tiny_artifact), "--input", str(src), "--output", str(out),
+            "--batch-size", "3", "--min-actors", "2", "--max-actors", "2", "--cpus-per-actor", "0.5",
+            "--preserve-order",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    df = _read(out)
+    assert df["id"].tolist() == expected
+    assert df["label"].tolist() == ["POSITIVE" if k % 2 else "NEGATIVE" for k in expected]
+
+
+def test_ordered_write_keeps_rows_of_multi_chunk_blocks(local_ray: None, tmp_path: Path) -> None:
+    """The writer behind --preserve-order keeps rows of blocks made of many chunks (as batches of 1-row
+    blocks are) in order. Ray's `write_parquet` (Arrow's threaded writer) misorders some of these 40 blocks
+    in nearly every run with two Arrow threads: the cause of the CI failure."""
+    import pyarrow.fs as pafs
+    import ray.data
+
+    from ray_jobs.score import write_output
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        blocks = [
+            pa.concat_tables([pa.table({"n": [b * 64 + i], "text": ["x" * i]}) for i in range(64)]) for b in range(40)
+        ]
+        assert blocks[0].column("n").num_chunks == 64
+        out = tmp_path / "out"
+        write_output(
+            ray.data.from_arrow(blocks), pafs.LocalFileSystem(), str(out), overwrite=False, preserve_order=True
+        )
+    finally:
+        ctx.execution_options.preserve_order = saved
+    assert _read(out)["n"].tolist() == list(range(40 * 64))
 
 
 def test_bad_options_fail_before_scoring(
