@@ -196,7 +196,8 @@ def _kill_one_train_worker(head: RayHead) -> int:
 
 def _fault_args(model: Path, data: Path, storage: Path, name: str, max_failures: int) -> list[str]:
     return job_args(
-        # Long enough (about half a minute here) that the kill lands mid-run.
+        # Long enough that the kill lands mid-run. The 150 steps train in about 5 s here; nearly all of a
+        # run's minute or two is process start-up, so fewer steps would save little and let the kill miss.
         model, data, str(storage), name=name, epochs=1, max_steps=150, batch_size=4, eval_every_steps=25,
         keep_checkpoints=3, max_failures=max_failures, max_test_samples=50, max_eval_samples=40,
     )
@@ -333,6 +334,20 @@ def test_s3_storage_and_output(
         fetch_artifact("s3://sentiray/models/s3run", cache_root=tmp_path / "cache")
 
 
+def _submit_job(client: Any, entrypoint: str, timeout_s: float = 120) -> str:
+    """Submit, asking again while Ray's dashboard answers that its agent is busy: on a loaded machine its
+    lookup of the head's agent can time out (HTTP 500 "No available agent ..., please try again later")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            job_id: str = client.submit_job(entrypoint=entrypoint)
+            return job_id
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(5)
+
+
 def test_job_submission_client_runs_the_entrypoint(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -340,7 +355,7 @@ def test_job_submission_client_runs_the_entrypoint(
 
     client = JobSubmissionClient(head.dashboard_url)
     args = " ".join(job_args(tiny_model_dir, synthetic_data_dir, str(tmp_path), name="submitted", epochs=2))
-    job_id = client.submit_job(entrypoint=f"{sys.executable} -m ray_jobs.train {args}")
+    job_id = _submit_job(client, f"{sys.executable} -m ray_jobs.train {args}")
     deadline = time.monotonic() + 600
     status = client.get_job_status(job_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.monotonic() < deadline:
