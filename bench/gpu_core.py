@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from inference_runtimes import model_flops  # bench/ is on sys.path when a script here runs
 from matmul_peak import gflops
+from train_overhead import steady_rate
 
 from sentiray.config import build_config
 from sentiray.data import TextDataset, load_file
@@ -45,6 +46,7 @@ from sentiray.text import collate, encode
 from sentiray.training import WorkerContext, read_checkpoint_state, run_training
 
 TRUNCATION = "head_tail"
+MODEL_WARMUP_STEPS = 5  # untimed steps of the model-only run (kernel selection, allocator, AdamW state)
 
 
 def model_config(size: str) -> Any:
@@ -59,15 +61,17 @@ def model_config(size: str) -> Any:
     )
 
 
-def build_model_folder(size: str, tokenizer_dir: str, root: Path) -> str:
-    """A Hugging Face folder with random weights of the size's shape and the shared tokenizer."""
+def build_model_folder(size: str, tokenizer_dir: str, root: Path) -> tuple[str, int]:
+    """A Hugging Face folder with random weights of the size's shape and the shared tokenizer, and the
+    model's parameter count."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
     folder = root / size
-    AutoModelForSequenceClassification.from_config(model_config(size)).save_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_config(model_config(size))
+    model.save_pretrained(folder)
     load_tokenizer(tokenizer_dir).save_pretrained(folder)
-    return str(folder)
+    return str(folder), sum(p.numel() for p in model.parameters())
 
 
 def mean_flops(config: Any, encoded: list[list[int]]) -> float:
@@ -101,9 +105,8 @@ def bench_loop(
     started = time.perf_counter()
     run_training(cfg, train, validation, WorkerContext(device=device), reporter)
     wall = time.perf_counter() - started
-    rates = [float(h["samples_per_s"]) for h in reporter.history if "samples_per_s" in h]
     out: dict[str, Any] = {
-        "samples_per_s": round(statistics.median(rates[1:] if len(rates) > 1 else rates), 1),
+        "samples_per_s": round(steady_rate(reporter.history), 1),
         "wall_s_with_load_eval_checkpoint": round(wall, 1),
     }
     if device.type == "cuda":
@@ -112,7 +115,7 @@ def bench_loop(
 
 
 def bench_model_step(
-    folder: str, batches: list[dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype, warmup: int
+    folder: str, batches: list[dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype
 ) -> dict[str, Any]:
     """samples/s of forward + backward + clip + AdamW on batches already on the device (the loop's ceiling)."""
     model = load_model(folder).to(device).train()
@@ -127,21 +130,22 @@ def bench_model_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for batch in batches[:warmup]:
+    for batch in batches[:MODEL_WARMUP_STEPS]:
         step(batch)
     _sync(device)
     started = time.perf_counter()
-    for batch in batches[warmup:]:
+    for batch in batches[MODEL_WARMUP_STEPS:]:
         step(batch)
     _sync(device)
-    rows = sum(len(b["labels"]) for b in batches[warmup:])
+    rows = sum(len(b["labels"]) for b in batches[MODEL_WARMUP_STEPS:])
     return {"samples_per_s": round(rows / (time.perf_counter() - started), 1)}
 
 
 def bench_predict(
-    folder: str, texts: list[str], device: torch.device, dtype: torch.dtype, batch_size: int, max_length: int
+    folder: str, texts: list[str], device: torch.device, dtype: torch.dtype, batch_size: int, max_length: int,
+    peak_gflops: float,
 ) -> dict[str, Any]:
-    """reviews/s of Predictor.logits_for_ids (pre-tokenized) and Predictor.logits (from text)."""
+    """reviews/s of Predictor.logits_for_ids (pre-tokenized) and Predictor.logits (from text), and their MFU."""
     predictor = Predictor(
         load_model(folder, dtype=dtype), load_tokenizer(folder), max_length=max_length,
         truncation=TRUNCATION, device=device, dtype=dtype, max_batch_size=batch_size,
@@ -157,10 +161,13 @@ def bench_predict(
     started = time.perf_counter()
     predictor.logits(texts)
     text_rate = len(texts) / (time.perf_counter() - started)
+    gflop = mean_flops(predictor.model.config, encoded) / 1e9
     out: dict[str, Any] = {
         "reviews_per_s_pretokenized": round(model_rate, 1),
         "reviews_per_s_from_text": round(text_rate, 1),
-        "gflop_per_review": round(mean_flops(predictor.model.config, encoded) / 1e9, 2),
+        "gflop_per_review": round(gflop, 2),
+        "mfu_pretokenized": round(model_rate * gflop / peak_gflops, 3),
+        "mfu_from_text": round(text_rate * gflop / peak_gflops, 3),
     }
     if device.type == "cuda":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -210,44 +217,42 @@ def main() -> None:
     data = Path(args.data)
     train_all = load_file(str(data / "train.parquet"))
     test = load_file(str(data / "test.parquet"))
-    rows_needed = args.train_batch * max(args.steps, args.model_steps + 5)
+    model_batches = args.model_steps + MODEL_WARMUP_STEPS
+    rows_needed = args.train_batch * max(args.steps, model_batches)
     train = train_all.subset(range(min(rows_needed, len(train_all))))
     validation = test.subset(range(256))
     texts = test.texts[: args.predict_reviews]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sentiray-gpu-") as tmp:
         for size in args.sizes:
-            folder = build_model_folder(size, args.tokenizer, Path(tmp))
+            folder, parameters = build_model_folder(size, args.tokenizer, Path(tmp))
             tokenizer = load_tokenizer(folder)
             config = model_config(size)
             encoded = encode(tokenizer, train.texts, args.max_length, TRUNCATION)
             train_flops = 3 * mean_flops(config, encoded)
             row: dict[str, Any] = {
-                "parameters_m": round(sum(p.numel() for p in load_model(folder).parameters()) / 1e6, 1),
+                "parameters_m": round(parameters / 1e6, 1),
                 "mean_real_tokens_train": round(statistics.fmean(len(e) for e in encoded), 1),
                 "train_gflop_per_sample": round(train_flops / 1e9, 2),
             }
             row["loop"] = bench_loop(folder, train, validation, device, args)
             pad = tokenizer.pad_token_id or 0
             batches = []
-            for start in range(0, (args.model_steps + 5) * args.train_batch, args.train_batch):
+            for start in range(0, model_batches * args.train_batch, args.train_batch):
                 chunk = encoded[start : start + args.train_batch]
                 batch = collate(chunk, pad)
                 batch["labels"] = torch.tensor(train.labels[start : start + len(chunk)])
                 batches.append({k: v.to(device) for k, v in batch.items()})
-            row["model"] = bench_model_step(folder, batches, device, dtype, warmup=5)
+            row["model"] = bench_model_step(folder, batches, device, dtype)
             # The model run's rows are the first of the loop's: each run's FLOPs counted on its own rows.
-            timed = encoded[5 * args.train_batch : len(batches) * args.train_batch]
+            timed = encoded[MODEL_WARMUP_STEPS * args.train_batch : model_batches * args.train_batch]
             model_flops_per_sample = 3 * mean_flops(config, timed)
             row["loop"]["mfu"] = round(row["loop"]["samples_per_s"] * train_flops / 1e9 / peak, 3)
             row["model"]["mfu"] = round(row["model"]["samples_per_s"] * model_flops_per_sample / 1e9 / peak, 3)
             print(f"{size}: train {json.dumps(row)}", flush=True)
             row["predict"] = {}
             for batch_size in args.predict_batches:
-                p = bench_predict(folder, texts, device, dtype, batch_size, args.max_length)
-                gflop = p["gflop_per_review"]
-                p["mfu_pretokenized"] = round(p["reviews_per_s_pretokenized"] * gflop / peak, 3)
-                p["mfu_from_text"] = round(p["reviews_per_s_from_text"] * gflop / peak, 3)
+                p = bench_predict(folder, texts, device, dtype, batch_size, args.max_length, peak)
                 row["predict"][batch_size] = p
                 print(f"{size}: predict batch {batch_size} {json.dumps(p)}", flush=True)
             results[size] = row
