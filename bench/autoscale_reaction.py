@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 import yaml
-from serve_bench import DEFAULT_DATA, REPO, load_reviews  # bench/ is on sys.path when a script here runs
+from serve_bench import DEFAULT_DATA, REPO, healthy, load_reviews  # bench/ is on sys.path when a script here runs
 
 APP = "sentiray"
 MODEL = "SentimentModel"
@@ -76,13 +76,6 @@ def first_predict_at(logs_dir: Path, skip: set[Path]) -> float | None:
                 times.append(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp())
                 break
     return min(times) if times else None
-
-
-def healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=10).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.25) -> Any:
@@ -139,7 +132,7 @@ def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[st
     deployed = time.monotonic()
     serve.run(app, name=APP, route_prefix="/", logging_config={"logs_dir": str(logs_dir)})
     base = f"http://127.0.0.1:{PORT}"
-    wait_until(lambda: healthy(base), 300, "healthy")
+    wait_until(lambda: healthy(f"{base}/health"), 300, "healthy")
     deploy_s = time.monotonic() - deployed
     wait_until(lambda: running_model_replicas() == 1, 300, "one model replica")
     time.sleep(args.idle_s)

@@ -121,6 +121,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def healthy(health_url: str) -> bool:
+    """True once the server's /health answers 200; not yet listening or failing counts as not healthy."""
+    try:
+        return httpx.get(health_url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class Server:
     """A server subprocess (own process group) that is ready once `health_url` answers 200."""
 
@@ -137,11 +145,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self._log.name}")
-            try:
-                if httpx.get(self.health_url, timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if healthy(self.health_url):
+                return
             time.sleep(1)
         raise TimeoutError(f"{self.name} not ready after {timeout_s}s; see {self._log.name}")
 
