@@ -95,9 +95,10 @@ def replica_layout(args: argparse.Namespace, cores: int) -> tuple[float, dict[st
     `sentiray serve` starts its own CPU-only Ray and no layout flag is given, else the flags as given
     (1 CPU per replica, Serve's replica count, by default). A cluster (--address) or a GPU replica
     (--num-gpus) has no local machine to fill."""
-    asked = [name for name in ("num_cpus", "min_replicas", "max_replicas") if getattr(args, name, None)]
+    # --num-cpus defaults to None and the replica flags are absent unless given (argparse.SUPPRESS).
+    asked = any(getattr(args, name, None) is not None for name in ("num_cpus", "min_replicas", "max_replicas"))
     if asked or args.address is not None or args.num_gpus > 0:
-        return args.num_cpus or 1.0, {}
+        return (1.0 if args.num_cpus is None else args.num_cpus), {}
     replicas, cpus = default_cpu_layout(cores)
     return float(cpus), {"min_replicas": replicas, "max_replicas": replicas}
 
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from sentiray.config import format_validation_error
     from serve.schemas import AppArgs
 
-    cpus_per_replica, layout = replica_layout(args, os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    cpus_per_replica, layout = replica_layout(args, cores)
     try:
         app_args = AppArgs.model_validate(
             {"model": args.artifact, **layout, **{k: getattr(args, k) for k in _FLAGS if hasattr(args, k)}}
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         # Token auth stays as Ray sets it for a fresh local cluster: on, its token in ~/.ray/auth_token
         # (RAY_AUTH_MODE=disabled opts out). Ray binds GCS, raylet and worker ports on every interface,
         # so without the token anyone on the network could run code here. The HTTP endpoint is ours.
-        ray.init(include_dashboard=False, num_cpus=local_ray_cpus(cpus_per_replica, app_args, os.cpu_count() or 1))
+        ray.init(include_dashboard=False, num_cpus=local_ray_cpus(cpus_per_replica, app_args, cores))
     else:
         ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
@@ -144,9 +146,8 @@ def run(args: argparse.Namespace) -> int:
     serve.run(app, name="sentiray", route_prefix="/")
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}"
-    replicas = f"{app_args.min_replicas or 1}" + (
-        f"-{app_args.max_replicas}" if (app_args.max_replicas or 1) > (app_args.min_replicas or 1) else ""
-    )
+    low, high = app_args.min_replicas or 1, max(app_args.min_replicas or 1, app_args.max_replicas or 1)
+    replicas = f"{low}" if low == high else f"{low}-{high}"
     print(
         f"sentiray serving {args.artifact} at {url} (POST {url}/predict, docs at {url}/docs; "
         f"{replicas} model replica(s) x {cpus_per_replica:g} CPU)",

@@ -60,6 +60,7 @@ def test_a_local_cpu_serve_without_layout_flags_gets_one_replica_per_core() -> N
     ("flags", "expected"),
     [
         (["--num-cpus", "2"], (2.0, {})),  # a CPU count alone: one replica of that size, as asked
+        (["--num-cpus", "0"], (0.0, {})),  # zero is a CPU count too (Ray places such replicas anywhere)
         (["--min-replicas", "3"], (1.0, {})),  # replica flags alone: 1 CPU each, the flags as given
         (["--max-replicas", "2"], (1.0, {})),
         (["--address", "ray://head:10001"], (1.0, {})),  # a cluster: no local machine to fill
