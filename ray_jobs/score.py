@@ -324,17 +324,17 @@ def _ordered_parquet_sink(fs: Any, path: str, mode: Any) -> Any:
     return OrderedParquetSink(path, filesystem=fs, mode=mode, filename_provider=TaskOrderNames())
 
 
-def write_output(ds: Any, fs: Any, path: str, *, overwrite: bool, preserve_order: bool) -> None:
-    """Write `ds` as parquet under `path`; with `preserve_order`, file name order then row order is `ds`'s order.
-
-    Expects `DataContext.execution_options.preserve_order` to have been set as `preserve_order`
-    before `ds` was built. Without it Ray's own writer is used: Arrow's threads make it faster
-    on big blocks, and row order is not kept.
+def write_output(ds: Any, fs: Any, path: str, *, overwrite: bool) -> None:
+    """Write `ds` as parquet under `path`. Where Ray Data's `execution_options.preserve_order` is on (the
+    one switch: it also keeps blocks in order upstream), file name order then row order is `ds`'s order.
+    Otherwise Ray's own writer is used: Arrow's threads make it faster on big blocks, and row order is
+    not kept.
     """
+    import ray.data
     from ray.data._internal.savemode import SaveMode
 
     mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
-    if preserve_order:
+    if ray.data.DataContext.get_current().execution_options.preserve_order:
         ds.write_datasink(_ordered_parquet_sink(fs, path, mode))
     else:
         ds.write_parquet(path, filesystem=fs, mode=mode)
@@ -387,7 +387,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         num_gpus=1 if cfg.use_gpu else 0,
         udf_modifying_row_count=False,
     )
-    write_output(scored, out_fs, out_path, overwrite=cfg.overwrite, preserve_order=cfg.preserve_order)
+    write_output(scored, out_fs, out_path, overwrite=cfg.overwrite)
     summary = _summarize(cfg, time.perf_counter() - started)
     print(
         f"scored {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.rows_per_s:,.1f} rows/s); "

@@ -223,9 +223,7 @@ def test_ordered_write_keeps_rows_of_multi_chunk_blocks(local_ray: None, tmp_pat
         ]
         assert blocks[0].column("n").num_chunks == 64
         out = tmp_path / "out"
-        write_output(
-            ray.data.from_arrow(blocks), pafs.LocalFileSystem(), str(out), overwrite=False, preserve_order=True
-        )
+        write_output(ray.data.from_arrow(blocks), pafs.LocalFileSystem(), str(out), overwrite=False)
     finally:
         ctx.execution_options.preserve_order = saved
     assert _read(out)["n"].tolist() == list(range(40 * 64))
