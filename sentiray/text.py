@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from sentiray.config import Truncation
@@ -76,6 +77,17 @@ def encode(
             ids = ids[:budget] if Truncation(truncation) == Truncation.HEAD else _head_tail(ids, budget)
         out.append(prefix + ids + suffix)
     return out
+
+
+def token_lengths(
+    tokenizer: Any, texts: Sequence[str], max_length: int, truncation: Truncation | str, chunk: int = 1024
+) -> np.ndarray:
+    """The length of each text's encoding (what `encode` returns), tokenized a chunk at a time."""
+    lengths = np.zeros(len(texts), dtype=np.int32)
+    for start in range(0, len(texts), chunk):
+        encoded = encode(tokenizer, texts[start : start + chunk], max_length, truncation)
+        lengths[start : start + len(encoded)] = [len(ids) for ids in encoded]
+    return lengths
 
 
 def special_tokens_template(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -44,8 +44,8 @@ from torch.nn.parallel import DistributedDataParallel
 from sentiray.config import Scheduler, TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.metrics import classification_metrics
-from sentiray.model import load_model, load_tokenizer, resolve_precision
-from sentiray.text import collate, encode
+from sentiray.model import freeze_lower_layers, load_model, load_tokenizer, resolve_precision
+from sentiray.text import collate, encode, token_lengths
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -69,9 +69,26 @@ class WorkerContext:
         return self.rank == 0
 
 
-def global_batches(n_rows: int, epoch: int, seed: int, global_batch_size: int) -> list[np.ndarray]:
-    """The epoch's shuffled row ids cut into global batches (the last may be short)."""
+# Rows sorted together when batches are grouped by length. A fixed row count (not a number of
+# batches) keeps the epoch's order independent of the world size, as it is without grouping.
+GROUP_CHUNK_ROWS = 2048
+
+
+def global_batches(
+    n_rows: int, epoch: int, seed: int, global_batch_size: int, lengths: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """The epoch's shuffled row ids cut into global batches (the last may be short).
+
+    With `lengths` (tokens per row), the shuffled order is cut into chunks of GROUP_CHUNK_ROWS rows and
+    each chunk is sorted longest first, so a batch holds reviews of similar length and pads little.
+    Every row still comes once per epoch, and which rows share a chunk changes with the seed and epoch.
+    """
     order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+    if lengths is not None:
+        if len(lengths) != n_rows:
+            raise ValueError(f"lengths has {len(lengths)} entries for {n_rows} rows")
+        chunks = [order[i : i + GROUP_CHUNK_ROWS] for i in range(0, n_rows, GROUP_CHUNK_ROWS)]
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
     return [order[i : i + global_batch_size] for i in range(0, n_rows, global_batch_size)]
 
 
@@ -285,6 +302,7 @@ def run_training(
         base, allow_pickle=cfg.model.allow_pickle and not resume_from,
         revision=None if resume_from else cfg.model.revision,
     ).to(ctx.device)
+    freeze_lower_layers(model, o.freeze_layers)
     model.train()
     optimizer = _optimizer(model, o.learning_rate, o.weight_decay)
     scheduler = _make_scheduler(optimizer, o.scheduler, schedule.warmup_steps, schedule.total_steps)
@@ -320,6 +338,11 @@ def run_training(
         f"{'resuming from step ' + str(start_step) if start_step else 'from scratch'}",
     )
 
+    lengths = (
+        token_lengths(tokenizer, train.texts, cfg.model.max_length, cfg.model.truncation)
+        if o.group_by_length
+        else None
+    )
     epoch_cache: dict[int, list[np.ndarray]] = {}
 
     def micro_batches(opt_step: int) -> Iterator[tuple[np.ndarray, int]]:
@@ -329,7 +352,7 @@ def run_training(
             epoch, pos = divmod(micro, schedule.micro_per_epoch)
             if epoch not in epoch_cache:
                 epoch_cache.clear()
-                epoch_cache[epoch] = global_batches(len(train), epoch, o.seed, schedule.global_batch)
+                epoch_cache[epoch] = global_batches(len(train), epoch, o.seed, schedule.global_batch, lengths)
             gb = epoch_cache[epoch][pos]
             yield rank_share(gb, ctx.rank, ctx.world_size), len(gb)
 

@@ -59,6 +59,7 @@ def test_defaults_build() -> None:
         ({"validation_fraction": 0.7}, "data.validation_fraction", ["less than 0.5"]),
         ({"learning_rate": 0}, "optim.learning_rate", ["greater than 0"]),
         ({"name": "bad name!"}, "run.name", ["pattern"]),
+        ({"freeze_layers": -1}, "optim.freeze_layers", ["greater than or equal to 0"]),
     ],
 )
 def test_bad_value_names_field_and_allowed(
@@ -321,3 +322,15 @@ def test_train_entrypoint_exits_1_before_ray(
     assert "sentiray" in imported  # the import log is read right
     if refused_by_config:  # a bad flag is refused before the job even imports Ray
         assert "ray" not in imported
+
+
+def test_train_entrypoint_refuses_freezing_every_layer_before_ray(
+    tmp_path: Path, tiny_model_dir: Path, synthetic_data_dir: Path
+) -> None:
+    # The value is valid as a number; only the base model's depth (2 layers) makes it wrong.
+    args = ["--dataset", str(synthetic_data_dir), "--base-model", str(tiny_model_dir), "--freeze-layers", "2"]
+    code, stderr, imported = _run_train_cli(args, tmp_path)
+    assert code == 1, stderr
+    assert "freeze_layers: 2 would freeze every layer of this 2-layer model; use at most 1" in stderr
+    assert "Traceback" not in stderr
+    assert "ray" not in imported and not (tmp_path / "ray-tmp").exists()

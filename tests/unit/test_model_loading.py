@@ -11,9 +11,16 @@ import torch
 
 from sentiray.artifact import write_artifact
 from sentiray.config import Precision
-from sentiray.errors import ModelLoadError
+from sentiray.errors import ConfigError, ModelLoadError
 from sentiray.labels import ID2LABEL, LABEL2ID
-from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
+from sentiray.model import (
+    freeze_lower_layers,
+    load_model,
+    load_tokenizer,
+    model_depth,
+    resolve_device,
+    resolve_precision,
+)
 from sentiray.predictor import Predictor
 
 
@@ -162,3 +169,68 @@ def test_gpu_requested_without_cuda() -> None:
     assert resolve_device(None) == torch.device("cpu")
     with pytest.raises(ModelLoadError, match="GPU was requested but CUDA is not available"):
         resolve_device(True)
+
+
+# --- freeze_layers: the embeddings and the lowest layers take no gradient --------------------------------
+
+
+def _tiny_bert(tmp_path: Path) -> Path:
+    """A 3-layer BERT (the MiniLM architecture) from a config, saved as a base model folder."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).save_pretrained(tmp_path, safe_serialization=True)
+    return tmp_path
+
+
+def _trainable_prefixes(model: torch.nn.Module) -> dict[str, bool]:
+    """For each weight: does it still train?"""
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+def test_freeze_layers_on_bert_and_distilbert(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cases = [
+        (_tiny_bert(tmp_path), "bert.embeddings.", "bert.encoder.layer.{}.", 3),
+        (tiny_model_dir, "distilbert.embeddings.", "distilbert.transformer.layer.{}.", 2),
+    ]
+    for folder, embeddings, layer, depth in cases:
+        assert model_depth(str(folder)) == depth
+        model = load_model(str(folder))
+        freeze_lower_layers(model, 1)
+        trains = _trainable_prefixes(model)
+        frozen = {n for n, t in trains.items() if not t}
+        expected = {n for n in trains if n.startswith(embeddings) or n.startswith(layer.format(0))}
+        assert frozen == expected and expected
+        assert all(trains[n] for n in trains if n.startswith(layer.format(depth - 1)))
+        assert all(trains[n] for n in trains if n.startswith("classifier."))
+        # 0 freezes nothing.
+        model = load_model(str(folder))
+        freeze_lower_layers(model, 0)
+        assert all(_trainable_prefixes(model).values())
+
+
+def test_freeze_layers_must_leave_a_layer_to_train(tiny_model_dir: Path) -> None:
+    model = load_model(str(tiny_model_dir))
+    expected = "freeze_layers: 2 would freeze every layer of this 2-layer model; use at most 1"
+    with pytest.raises(ConfigError, match=expected):
+        freeze_lower_layers(model, 2)
+    assert all(_trainable_prefixes(model).values())  # refused before anything was frozen
+
+
+def test_freeze_layers_refuses_a_model_it_cannot_read(tmp_path: Path) -> None:
+    # GPT-2 keeps its embeddings as wte/wpe, not an `embeddings` module: refused, not half-frozen.
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, pad_token_id=0)).save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    expected = "cannot find the embeddings and transformer layers of GPT2ForSequenceClassification"
+    with pytest.raises(ConfigError, match=expected):
+        freeze_lower_layers(model, 1)
+    assert all(_trainable_prefixes(model).values())
+
+
+def test_model_depth_of_a_missing_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="cannot read its config"):
+        model_depth(str(tmp_path / "absent"))

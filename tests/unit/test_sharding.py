@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentiray.training import global_batches, rank_share, steps_per_epoch
+from sentiray.training import GROUP_CHUNK_ROWS, global_batches, rank_share, steps_per_epoch
 
 COMBOS = [
     # (rows, world_size, batch_size)
@@ -75,3 +75,62 @@ def test_the_order_does_not_depend_on_the_world_size() -> None:
     one = np.concatenate(global_batches(50, 2, 7, 8))
     four = np.concatenate(global_batches(50, 2, 7, 8 * 4))
     assert np.array_equal(one, four)
+
+
+# --- grouping by length (group_by_length) --------------------------------------------------------------
+
+
+def _lengths(n: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(5, 257, size=n).astype(np.int32)
+
+
+def _padded_tokens(batches: list[np.ndarray], lengths: np.ndarray) -> int:
+    return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+
+@pytest.mark.parametrize(("n", "world", "batch"), COMBOS + [(5000, 2, 16)])
+def test_grouped_batches_still_cover_the_split_once_with_equal_steps(n: int, world: int, batch: int) -> None:
+    lengths = _lengths(n)
+    batches = global_batches(n, 1, 42, batch * world, lengths)
+    assert len(batches) == steps_per_epoch(n, batch, world)
+    assert all(len(b) == batch * world for b in batches[:-1])
+    assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+
+
+def test_grouped_batches_pad_less_and_keep_the_order_seeded() -> None:
+    n, gbs = 5000, 32
+    lengths = _lengths(n)
+    grouped = global_batches(n, 0, 42, gbs, lengths)
+    plain = global_batches(n, 0, 42, gbs)
+    # Uniform lengths in 5..256: random batches of 32 pad nearly every row to ~250 tokens.
+    assert _padded_tokens(grouped, lengths) < 0.6 * _padded_tokens(plain, lengths)
+    # Within a chunk the rows run longest first, and each chunk holds the same rows as the shuffled order.
+    order, shuffled = np.concatenate(grouped), np.concatenate(plain)
+    for start in range(0, n, GROUP_CHUNK_ROWS):
+        chunk = order[start : start + GROUP_CHUNK_ROWS]
+        assert np.all(np.diff(lengths[chunk]) <= 0)
+        assert set(chunk.tolist()) == set(shuffled[start : start + GROUP_CHUNK_ROWS].tolist())
+    # Deterministic per seed and epoch (a resumed run sees the same batches), different across epochs.
+    assert np.array_equal(order, np.concatenate(global_batches(n, 0, 42, gbs, lengths)))
+    assert not np.array_equal(order, np.concatenate(global_batches(n, 1, 42, gbs, lengths)))
+
+
+def test_grouped_order_does_not_depend_on_the_world_size() -> None:
+    lengths = _lengths(3000)
+    one = np.concatenate(global_batches(3000, 2, 7, 16, lengths))
+    four = np.concatenate(global_batches(3000, 2, 7, 16 * 4, lengths))
+    assert np.array_equal(one, four)
+
+
+def test_grouped_ranks_get_similar_lengths() -> None:
+    # The global batch is dealt round-robin from rows sorted by length, so DDP ranks pad alike and
+    # none waits long for the others.
+    lengths = _lengths(4096)
+    for gb in global_batches(4096, 0, 1, 64, lengths)[:-1]:
+        widths = [int(lengths[rank_share(gb, r, 2)].max()) for r in range(2)]
+        assert abs(widths[0] - widths[1]) <= max(widths) * 0.1 + 2
+
+
+def test_lengths_must_match_the_rows() -> None:
+    with pytest.raises(ValueError, match="lengths has 9 entries for 10 rows"):
+        global_batches(10, 0, 1, 4, _lengths(9))

@@ -226,6 +226,28 @@ def test_fp16_on_cpu_is_refused(tiny_model_dir: Path, data: tuple[TextDataset, T
     assert reporter.reports == []
 
 
+def test_frozen_layers_stay_put_and_a_resumed_grouped_run_ends_identical(
+    deterministic_model_dir: Path, data: tuple[TextDataset, TextDataset], tmp_path: Path
+) -> None:
+    """The CPU recipe's switches: freeze_layers keeps the embeddings and layer 0 bit for bit, and a run
+    with length-grouped batches resumed halfway ends with the weights of the uninterrupted run."""
+    cfg = _cfg(deterministic_model_dir, max_steps=6, eval_every_steps=3, freeze_layers=1, group_by_length=True)
+    whole = ListReporter(tmp_path / "whole")
+    final = run_training(cfg, *data, WorkerContext(), whole)
+    initial = load_file(str(deterministic_model_dir / "model.safetensors"))
+    trained = load_file(str(whole.at_step(6).checkpoint / "model.safetensors"))  # type: ignore[operator]
+    frozen = [k for k in initial if k.startswith(("distilbert.embeddings.", "distilbert.transformer.layer.0."))]
+    assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen)
+    assert not torch.equal(trained["distilbert.transformer.layer.1.ffn.lin1.weight"],
+                           initial["distilbert.transformer.layer.1.ffn.lin1.weight"])
+    assert not torch.equal(trained["classifier.weight"], initial["classifier.weight"])
+
+    resumed = ListReporter(tmp_path / "resumed")
+    result = run_training(cfg, *data, WorkerContext(), resumed, resume_from=str(whole.at_step(3).checkpoint))
+    assert result["attempt_start_steps"] == [0, 3]
+    assert result["weight_fingerprints"] == final["weight_fingerprints"]
+
+
 # --- prefetch: the loop prepares the next batches in a background thread -------------------------------
 
 
