@@ -6,7 +6,10 @@ Runs, one after another in this one invocation (each in its own process):
   hf        transformers.Trainer, one process, --threads intra-op threads
   ray-1x2   `python -m ray_jobs.train` on a local Ray: 1 worker x --threads threads
   ray-2x1   the same job with 2 workers x --threads/2 threads each (DDP over gloo)
-All three tokenize on the fly with the same function (sentiray.text.encode: head_tail truncation, the
+  core      the job's own training loop (sentiray.training.run_training) in one process with --threads
+            threads and no Ray: hf -> core is the loop's cost, core -> ray-1x2 is Ray's
+All runs train on the same rows (the job's own split of the first --rows after its seeded shuffle) and
+tokenize on the fly with the same function (sentiray.text.encode: head_tail truncation, the
 same special tokens), use AdamW with the same learning rate, linear schedule, warmup, clipping, fp32,
 batch 16 per step (the 2-worker run: 8 per worker, the same global batch). Throughput is the median of
 the per-interval (--log-every steps) samples/s after the first interval (compile/allocator warm-up), so job start-up,
@@ -50,14 +53,13 @@ def run_hf(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from sentiray.data import load_file
     from sentiray.model import load_model, load_tokenizer
     from sentiray.text import collate, encode
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(42)
-    data = load_file(args.train)
-    texts, labels = data.texts[: args.rows], data.labels[: args.rows]
+    train = job_splits(args).train
+    texts, labels = train.texts, train.labels
     tokenizer, model = load_tokenizer(args.base_model), load_model(args.base_model)
     pad = tokenizer.pad_token_id or 0
 
@@ -104,16 +106,64 @@ def run_hf(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_ray(args: argparse.Namespace, workers: int, workdir: Path) -> dict[str, Any]:
+def job_flags(args: argparse.Namespace, workers: int) -> list[str]:
+    """The training job's flags for a layout of `workers` x (--threads / workers) threads."""
     threads = max(1, args.threads // workers)
-    name = f"bench-{workers}x{threads}"
-    argv = [
-        sys.executable, "-m", "ray_jobs.train", "--train-file", str(args.train), "--test-file", str(args.test),
+    return [
+        "--train-file", str(args.train), "--test-file", str(args.test),
         "--max-train-samples", str(args.rows), "--validation-fraction", "0.01", "--max-eval-samples", "16",
         "--max-test-samples", "16", "--base-model", args.base_model, "--max-length", str(args.max_length),
         "--truncation", "head_tail", "--epochs", "1", "--batch-size", str(args.batch_size // workers),
         "--learning-rate", "5e-5", "--precision", "fp32", "--log-every-steps", str(args.log_every),
         "--num-workers", str(workers), "--cpus-per-worker", str(threads), "--torch-threads", str(threads),
+    ]
+
+
+def job_config(args: argparse.Namespace, workers: int = 1) -> Any:
+    """The TrainJobConfig the job builds from job_flags (parsed by the job's own parser)."""
+    from ray_jobs.train import build_parser
+    from sentiray.config import config_from_namespace
+
+    return config_from_namespace(build_parser().parse_args(job_flags(args, workers)))
+
+
+def job_splits(args: argparse.Namespace) -> Any:
+    """The rows the job trains on: its own seeded shuffle, limit and validation carve-out."""
+    from sentiray.data import load_splits
+
+    return load_splits(job_config(args).data)
+
+
+def run_core(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's training loop in this process, without Ray (one worker, --threads threads)."""
+    from sentiray.training import WorkerContext, read_checkpoint_state, run_training
+
+    cfg = job_config(args)
+    splits = job_splits(args)
+
+    class LastHistory:
+        history: list[dict[str, Any]] = []
+
+        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            if checkpoint_dir:
+                self.history = read_checkpoint_state(checkpoint_dir)["history"]
+
+    reporter = LastHistory()
+    started = time.perf_counter()
+    run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
+    return {
+        "samples_per_s": round(steady_rate(reporter.history), 2),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mb_per_worker": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "intervals": [round(h["samples_per_s"], 2) for h in reporter.history if "samples_per_s" in h],
+    }
+
+
+def run_ray(args: argparse.Namespace, workers: int, workdir: Path) -> dict[str, Any]:
+    threads = max(1, args.threads // workers)
+    name = f"bench-{workers}x{threads}"
+    argv = [
+        sys.executable, "-m", "ray_jobs.train", *job_flags(args, workers),
         "--storage-path", str(workdir / "runs"), "--name", name, "--output", str(workdir / name),
     ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -143,36 +193,39 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="Global batch per optimizer step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=10, help="Steps per throughput interval")
-    parser.add_argument("--runs", nargs="+", default=["hf", "ray-1x2", "ray-2x1"], choices=["hf", "ray-1x2", "ray-2x1"])
+    runs = ["hf", "core", "ray-1x2", "ray-2x1"]
+    parser.add_argument("--runs", nargs="+", default=["hf", "core", "ray-1x2", "ray-2x1"], choices=runs)
     parser.add_argument("--out")
-    parser.add_argument("--_hf", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_in_process", choices=["hf", "core"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.base_model = args.base_model or minilm()
 
-    if args._hf:
-        print("HF_RESULT " + json.dumps(run_hf(args)), flush=True)
+    if args._in_process:
+        result = run_hf(args) if args._in_process == "hf" else run_core(args)
+        print("RUN_RESULT " + json.dumps(result), flush=True)
         return
     workdir = Path(tempfile.mkdtemp(prefix="sentiray-train-bench-"))
     results: dict[str, Any] = {}
     for run in args.runs:
-        if run == "hf":
-            argv = [sys.executable, __file__, "--_hf", "--train", args.train, "--rows", str(args.rows),
-                    "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
-                    "--threads", str(args.threads), "--base-model", args.base_model,
-                    "--log-every", str(args.log_every)]
+        if run in ("hf", "core"):  # each in a fresh process, so none inherits another's allocator or threads
+            argv = [sys.executable, __file__, "--_in_process", run, "--train", args.train, "--test", args.test,
+                    "--rows", str(args.rows), "--max-length", str(args.max_length),
+                    "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                    "--base-model", args.base_model, "--log-every", str(args.log_every)]
             proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
-                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("HF_RESULT ")), None)
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RUN_RESULT ")), None)
             if line is None:
-                raise RuntimeError(f"hf failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            results[run] = json.loads(line.removeprefix("HF_RESULT "))
+                raise RuntimeError(f"{run} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            results[run] = json.loads(line.removeprefix("RUN_RESULT "))
         else:
             results[run] = run_ray(args, 1 if run == "ray-1x2" else 2, workdir)
         print(f"{run}: {json.dumps(results[run])}", flush=True)
-    if "hf" in results:
+    for baseline in ("hf", "core"):
         for run in results:
-            if run != "hf":
-                results[run]["ratio_to_hf"] = round(results[run]["samples_per_s"] / results["hf"]["samples_per_s"], 3)
+            if baseline in results and run != baseline and not (baseline == "core" and run == "hf"):
+                ratio = results[run]["samples_per_s"] / results[baseline]["samples_per_s"]
+                results[run][f"ratio_to_{baseline}"] = round(ratio, 3)
     summary = {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "max_length": args.max_length,
                "batch_size": args.batch_size, "threads": args.threads, "base_model": args.base_model,
                "results": results}

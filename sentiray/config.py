@@ -221,8 +221,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The CPU fine-tuning recipe (docs/benchmarks.md, "The CPU recipe on the whole train split"): the
     # whole train split once in under an hour on 2 cores. 256 tokens cut head+tail (longer inputs were
     # worth +4 to +7 points in the sweep), paid for by grouping batches by length (0.80x the padded
-    # tokens of random batches on IMDB) and freezing the embeddings and the first layer (0.81x the step
-    # time of full fine-tuning). 2 workers x 1 thread (DDP) beat 1 x 2.
+    # tokens of random batches on IMDB) and freezing the embeddings and the first layer (0.84x the step
+    # time of full fine-tuning; bench/cpu_recipe_levers.py). 2 workers x 1 thread (DDP) beat 1 x 2.
     "cpu": {
         "data": {"max_eval_samples": 500},
         "model": {"max_length": 256, "truncation": "head_tail"},
