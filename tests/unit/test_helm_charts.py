@@ -405,3 +405,33 @@ def test_readme_lists_the_values(chart: str) -> None:
     from tests.k8s_support import values_table
 
     assert values_table(chart) in (CHARTS / chart / "README.md").read_text()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def test_training_schema_follows_the_job_config() -> None:
+    """Every data/model/optim option of the job, and every preset, can be set through the chart."""
+    from sentiray.config import PRESETS, SECTIONS
+
+    job = json.loads((CHARTS / "sentiray-train" / "values.schema.json").read_text())["properties"]["job"]
+    declared = set(job["properties"]["config"]["properties"])
+    # The run section is the chart's own (workers, storage, name, resume): set through its other keys.
+    options = {_camel(f) for section in ("data", "model", "optim") for f in SECTIONS[section].model_fields}
+    assert options - declared == set()
+    assert set(job["properties"]["preset"]["enum"]) == set(PRESETS)
+
+
+def test_training_options_reach_the_job_parser() -> None:
+    """The cpu preset with the recipe's switches set explicitly renders into flags the job accepts."""
+    from ray_jobs.train import build_parser
+    from sentiray.config import config_from_namespace
+
+    values = {"job": {"preset": "cpu", "config": {"groupByLength": False, "freezeLayers": 2, "maxLength": 200}}}
+    job = _by_kind(chart_objects("sentiray-train", values), "RayJob")[0]
+    argv = job["spec"]["entrypoint"].split()[3:]
+    cfg = config_from_namespace(build_parser().parse_args(argv))
+    assert (cfg.optim.group_by_length, cfg.optim.freeze_layers, cfg.model.max_length) == (False, 2, 200)
+    assert cfg.optim.eval_every_steps == 400  # the rest comes from the cpu preset
