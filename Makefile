@@ -40,7 +40,7 @@ train-quick: setup
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(BIN)/sentiray train --preset quick \
 		--dataset $(DATA) --base-model "$(MINILM)" --storage-path ./runs
 
-# The CPU fine-tuning recipe on the whole train split (under an hour on 2 cores; docs/benchmarks.md).
+# The CPU fine-tuning recipe on the whole train split (53.5 min of training on 2 cores; docs/benchmarks.md).
 train-cpu: setup
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(BIN)/sentiray train --preset cpu \
 		--dataset $(DATA) --base-model "$(MINILM)" --storage-path ./runs
