@@ -179,7 +179,7 @@ def pick_best(candidates: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[Any, di
     A few hundred validation reviews move accuracy in coarse steps, so ties happen: the cpu recipe's
     whole-split run scored 0.888 at both of its evaluations, and the first (less trained) one won.
     """
-    return max(candidates, key=lambda cm: (cm[1]["eval_accuracy"], -cm[1].get("eval_loss", 0.0)))
+    return max(candidates, key=lambda cm: (cm[1]["eval_accuracy"], -cm[1]["eval_loss"]))
 
 
 def export_cpus(cfg: TrainJobConfig, node_cpus: Sequence[float]) -> float:
