@@ -31,13 +31,14 @@ def padding(lengths: np.ndarray, global_batch: int, world_size: int) -> dict[str
     from sentiray.training import global_batches, rank_share
 
     def padded(grouped: bool) -> tuple[int, float]:
-        batches = global_batches(len(lengths), 0, 42, global_batch, lengths if grouped else None)
-        # Each rank pads its share to its own longest row; the step waits for the widest rank.
-        total = sum(
-            int(lengths[share].max()) * len(share)
-            for gb in batches for share in (rank_share(gb, r, world_size) for r in range(world_size)) if len(share)
-        )
-        widths = [max(int(lengths[rank_share(gb, r, world_size)].max()) for r in range(world_size)) for gb in batches]
+        """(padded tokens over the epoch, mean width of the widest rank per step)."""
+        total, widths = 0, []
+        for gb in global_batches(len(lengths), 0, 42, global_batch, lengths if grouped else None):
+            shares = [share for share in (rank_share(gb, r, world_size) for r in range(world_size)) if len(share)]
+            # Each rank pads its share to its own longest row; the step waits for the widest rank.
+            share_widths = [int(lengths[share].max()) for share in shares]
+            total += sum(w * len(share) for w, share in zip(share_widths, shares, strict=True))
+            widths.append(max(share_widths))
         return total, float(np.mean(widths))
 
     real = int(lengths.sum())
