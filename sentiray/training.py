@@ -254,6 +254,17 @@ def evaluate(
     return metrics
 
 
+def _shared_token_lengths(tokenizer: Any, data: TextDataset, cfg: TrainJobConfig, ctx: WorkerContext) -> np.ndarray:
+    """Every row's token count, the same array on every rank: each rank tokenizes its stride of rows and
+    the ranks gather the rest, so a large split costs each worker 1/world_size of the tokenizing."""
+    ids = np.arange(ctx.rank, len(data), ctx.world_size)
+    mine = token_lengths(tokenizer, [data.texts[i] for i in ids], cfg.model.max_length, cfg.model.truncation)
+    lengths = np.zeros(len(data), dtype=np.int32)
+    for rank_ids, rank_lengths in _all_gather((ids.tolist(), mine.tolist()), ctx):
+        lengths[rank_ids] = rank_lengths
+    return lengths
+
+
 def _save_checkpoint(
     folder: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
 ) -> None:
@@ -338,11 +349,7 @@ def run_training(
         f"{'resuming from step ' + str(start_step) if start_step else 'from scratch'}",
     )
 
-    lengths = (
-        token_lengths(tokenizer, train.texts, cfg.model.max_length, cfg.model.truncation)
-        if o.group_by_length
-        else None
-    )
+    lengths = _shared_token_lengths(tokenizer, train, cfg, ctx) if o.group_by_length else None
     epoch_cache: dict[int, list[np.ndarray]] = {}
 
     def micro_batches(opt_step: int) -> Iterator[tuple[np.ndarray, int]]:

@@ -94,7 +94,9 @@ def finished_run(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     storage = tmp_path_factory.mktemp("runs")
-    proc = run_job(head, job_args(tiny_model_dir, synthetic_data_dir, str(storage), name="e2e"))
+    # Batches grouped by length: the two ranks share the token counts they each computed for half the rows.
+    args = job_args(tiny_model_dir, synthetic_data_dir, str(storage), name="e2e", group_by_length=True)
+    proc = run_job(head, args)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
     return {"result": parse_result(proc.stdout), "storage": storage, "stdout": proc.stdout}
 

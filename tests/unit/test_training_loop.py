@@ -320,3 +320,43 @@ def test_prefetch_stops_its_thread_when_the_consumer_fails() -> None:
     with pytest.raises(RuntimeError, match="consumer failed"):
         consume()
     assert _wait_for(lambda: not _prefetch_threads())
+
+
+# --- token counts for length grouping, shared across ranks ----------------------------------------------
+
+
+def _lengths_on_rank(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    """One rank of a real gloo process group: its view of the shared token counts, written to a file."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from sentiray.model import load_tokenizer
+    from sentiray.training import _shared_token_lengths
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        texts, labels = synthetic_reviews(101, seed=3)
+        cfg = _cfg(Path(model_dir), group_by_length=True)
+        lengths = _shared_token_lengths(
+            load_tokenizer(model_dir), TextDataset(texts, labels, source="s"), cfg, WorkerContext(rank, world)
+        )
+        np.save(Path(out_dir) / f"rank{rank}.npy", lengths)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_share_the_token_counts_each_computed_in_part(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from sentiray.model import load_tokenizer
+    from sentiray.text import token_lengths
+
+    world = 2
+    mp.spawn(_lengths_on_rank, args=(world, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
+             nprocs=world, join=True)
+    texts, _ = synthetic_reviews(101, seed=3)
+    expected = token_lengths(load_tokenizer(str(tiny_model_dir)), texts, 48, "head_tail")
+    assert len(set(expected.tolist())) > 5  # the texts differ in length, so a misplaced count shows
+    for rank in range(world):
+        assert np.array_equal(np.load(tmp_path / f"rank{rank}.npy"), expected)
