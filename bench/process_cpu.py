@@ -1,0 +1,54 @@
+"""CPU each process on this machine takes over a window, and its nice value, from /proc (Linux).
+
+    python bench/process_cpu.py --seconds 60
+
+Run it beside a job (a training run, a server under load) to see what the processes next to the
+workers cost: it prints the busiest processes with their share of one core and their nice value, then
+the total. docs/benchmarks.md uses it for Ray Train's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def snapshot() -> dict[int, tuple[int, int, str]]:
+    """pid -> (user + system clock ticks, nice, command line)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # the process ended meanwhile
+            continue
+        # Fields after the parenthesised command name: utime, stime are the 12th and 13th, nice the 17th.
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = (int(fields[11]) + int(fields[12]), int(fields[16]), cmdline or stat.split()[1])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--top", type=int, default=20)
+    args = parser.parse_args()
+    ticks = os.sysconf("SC_CLK_TCK")
+    before = snapshot()
+    time.sleep(args.seconds)
+    after = snapshot()
+    rows = sorted(
+        ((after[pid][0] - before[pid][0]) / ticks / args.seconds, after[pid][1], after[pid][2][:100])
+        for pid in after.keys() & before.keys()
+    )
+    for share, nice, command in reversed(rows[-args.top :]):
+        print(f"{100 * share:6.1f}%  nice {nice:3d}  {command}")
+    print(f"total {100 * sum(r[0] for r in rows):.1f}% of one core over {args.seconds:g} s")
+
+
+if __name__ == "__main__":
+    main()
