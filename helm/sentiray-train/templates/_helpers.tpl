@@ -40,6 +40,44 @@ app.kubernetes.io/name: {{ include "sentiray-train.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+Labels of the Ray pod templates. Not the chart's: app.kubernetes.io/name would override KubeRay's own
+`app.kubernetes.io/name: kuberay`, on which the head Service KubeRay builds selects (KubeRay issues 2648,
+2564), and helm.sh/chart or the version have no business in a pod template. Our selectors use these.
+*/}}
+{{- define "sentiray-train.raySelectorLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+sentiray.io/app: {{ include "sentiray-train.name" . }}
+{{- end }}
+
+{{- define "sentiray-train.rayPodLabels" -}}
+{{ include "sentiray-train.raySelectorLabels" . }}
+app.kubernetes.io/part-of: sentiray
+{{- end }}
+
+{{/* A Kubernetes quantity ("4Gi", "512M") in bytes, as an integer string. */}}
+{{- define "sentiray-train.bytes" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $mult := dict "" 1.0 "k" 1000.0 "K" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- printf "%.0f" (mulf (float64 $num) (get $mult (trimPrefix $num $q))) }}
+{{- end }}
+
+{{/*
+object-store-memory of a group: 80% of its /dev/shm. Ray 2.60 sizes the object store at 30% of the
+memory and puts it on disk when /dev/shm is smaller (ray/_private/services.py,
+determine_plasma_store_config); the 20% left is for NCCL and the data loaders, which use /dev/shm too.
+*/}}
+{{- define "sentiray-train.objectStoreBytes" -}}
+{{- printf "%.0f" (mulf (float64 (include "sentiray-train.bytes" .)) 0.8) }}
+{{- end }}
+
+{{/* CPU cores of a quantity ("4", "3500m", 2). */}}
+{{- define "sentiray-train.cores" -}}
+{{- $q := toString . }}
+{{- if hasSuffix "m" $q }}{{ divf (float64 (trimSuffix "m" $q)) 1000.0 }}{{ else }}{{ float64 $q }}{{ end }}
+{{- end }}
+
 {{- define "sentiray-train.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
@@ -65,6 +103,21 @@ Cross-field rules the JSON schema cannot express. Each message names the key to 
 {{- if and (eq $s.type "pvc") (gt (int .Values.workers.replicas) 1) (not (has "ReadWriteMany" $s.pvc.accessModes)) }}
 {{- fail (printf "storage.pvc.accessModes %v cannot be shared by workers.replicas=%d workers on different nodes: use ReadWriteMany (an RWX storage class), storage.type=objectStore, or one worker" $s.pvc.accessModes (int .Values.workers.replicas)) }}
 {{- end }}
+{{- if and (eq $s.type "pvc") (has "ReadWriteOncePod" $s.pvc.accessModes) }}
+{{- fail "storage.pvc.accessModes ReadWriteOncePod admits one pod, but the head (driver, run state) and the workers all write the runs: use ReadWriteMany, ReadWriteOnce with one worker, or storage.type=objectStore" }}
+{{- end }}
+{{- $podcpu := ceil (float64 (include "sentiray-train.cores" (default .Values.workers.resources.requests.cpu .Values.workers.resources.limits.cpu))) }}
+{{- if gt (float64 .Values.workers.cpusPerWorker) $podcpu }}
+{{- fail (printf "workers.cpusPerWorker (%v) is above the %v CPUs Ray sees in a worker pod (workers.resources): the training workers would never be scheduled" .Values.workers.cpusPerWorker $podcpu) }}
+{{- end }}
+{{- range $name, $g := dict "head" .Values.head "workers" .Values.workers }}
+{{- if lt (float64 (include "sentiray-train.bytes" $g.shmSize)) 104857600.0 }}
+{{- fail (printf "%s.shmSize (%s) must be at least 100Mi: Ray's object store (80%% of it) needs 75 MiB" $name $g.shmSize) }}
+{{- end }}
+{{- if ge (float64 (include "sentiray-train.bytes" $g.shmSize)) (float64 (include "sentiray-train.bytes" $g.resources.limits.memory)) }}
+{{- fail (printf "%s.shmSize (%s) must be below the memory limit (%s): /dev/shm is memory charged to the pod" $name $g.shmSize $g.resources.limits.memory) }}
+{{- end }}
+{{- end }}
 {{- if and (eq $s.type "objectStore") (not $s.objectStore.uri) }}
 {{- fail "storage.objectStore.uri is required when storage.type is objectStore (e.g. s3://bucket/sentiray/runs)" }}
 {{- end }}
@@ -83,7 +136,6 @@ Cross-field rules the JSON schema cannot express. Each message names the key to 
 {{- $args = concat $args (list "--cpus-per-worker" (toString .Values.workers.cpusPerWorker)) }}
 {{- $args = concat $args (list "--storage-path" (include "sentiray-train.storagePath" .)) }}
 {{- $args = concat $args (list "--max-failures" (toString $j.maxFailures)) }}
-{{- with $j.output }}{{ $args = concat $args (list "--output" .) }}{{ end }}
 {{- range $key, $value := $j.config }}
 {{- if kindIs "bool" $value }}
 {{- $args = append $args (printf "--%s%s" (ternary "" "no-" $value) (kebabcase $key)) }}
@@ -111,13 +163,16 @@ Called with (dict "root" $ "group" <head or workers values> "component" "ray-hea
 {{- $s := $root.Values.storage }}
 metadata:
   labels:
-    {{- include "sentiray-train.labels" $root | nindent 4 }}
+    {{- include "sentiray-train.rayPodLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ .component }}
   {{- with $root.Values.podAnnotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
+  {{- with $root.Values.serviceAccountName }}
+  serviceAccountName: {{ . }}
+  {{- end }}
   automountServiceAccountToken: false
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
@@ -129,11 +184,22 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $g.tolerations }}
+  {{- $tol := list }}
+  {{- if and (not $isHead) $g.gpu.enabled }}
+  {{- $tol = append $tol (dict "key" $g.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") }}
+  {{- end }}
+  {{- with concat $tol ($g.tolerations | default list) }}
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $g.affinity }}
+  {{- $affinity := deepCopy ($g.affinity | default dict) }}
+  {{- if and (not $isHead) (eq $s.type "pvc") (not (has "ReadWriteMany" $s.pvc.accessModes)) }}
+  {{- /* A ReadWriteOnce claim attaches to one node: the one worker must run beside the head, which
+  mounts it too, or it fails with Multi-Attach (the validation allows this with one worker only). */}}
+  {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (merge (include "sentiray-train.raySelectorLabels" $root | fromYaml) (dict "app.kubernetes.io/component" "ray-head"))) }}
+  {{- $_ := set $affinity "podAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+  {{- end }}
+  {{- with $affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -148,6 +214,8 @@ spec:
         - {name: gcs-server, containerPort: 6379}
         - {name: dashboard, containerPort: 8265}
         - {name: client, containerPort: 10001}
+        # The dashboard's own metrics (Ray's DASHBOARD_METRIC_PORT).
+        - {name: dash-metrics, containerPort: 44227}
         {{- end }}
         - {name: metrics, containerPort: {{ $root.Values.metricsPort }}}
       env:
