@@ -761,6 +761,8 @@ def crd_facts() -> dict[str, dict[str, Any]]:
             if crd and crd.get("kind") == "CustomResourceDefinition":
                 subresources = [v.get("subresources") or {} for v in crd["spec"]["versions"]]
                 facts[crd["spec"]["names"]["kind"]] = {"scale": any("scale" in s for s in subresources)}
+    if "RayCluster" not in facts:
+        raise FileNotFoundError(f"no RayCluster CRD under {crd_dir()} (set SENTIRAY_KUBERAY_CRDS)")
     return facts
 
 

@@ -100,7 +100,17 @@ SCHEMA_REFUSALS = [
     ("sentiray-serve", {"upgradeStrategy": "BlueGreen"}, "/upgradeStrategy"),
     ("sentiray-serve", {"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),
     ("sentiray-serve", {"rayActorOptions": {"SentimentModel": {"num_gpus": -1}}}, "num_gpus"),
-    ("sentiray-serve", {"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
+    # Issue 13 item 1: a budget over Ray pods cannot use maxUnavailable (RayCluster has no /scale
+    # subresource; Kubernetes disruption controller getExpectedPodCount): the key is gone.
+    ("sentiray-serve", {"podDisruptionBudget": {"maxUnavailable": 1}}, "maxUnavailable"),
+    # Item 2: KubeRay's ValidateClusterUpgradeOptions refuses NewClusterWithIncrementalUpgrade without
+    # clusterUpgradeOptions and an autoscaler (validation.go); the chart does not offer it.
+    ("sentiray-serve", {"upgradeStrategy": "NewClusterWithIncrementalUpgrade"}, "/upgradeStrategy"),
+    ("sentiray-serve", {"serve": {"minReplicas": -1}}, "/serve/minReplicas"),
+    ("sentiray-serve", {"serve": {"maxBatchSize": 0}}, "/serve/maxBatchSize"),
+    ("sentiray-serve", {"modelVolume": {"accessMode": "ReadSometimes"}}, "/modelVolume/accessMode"),
+    # Promotion: a run's artifact always goes to its own folder; no --output to overwrite another.
+    ("sentiray-train", {"job": {"output": "/mnt/sentiray/runs/served/artifact"}}, "output"),
     ("sentiray-serve", {"metricsPort": 70000}, "/metricsPort"),
     ("sentiray-train", {"workers": {"replicas": 0}}, "/workers/replicas"),
     ("sentiray-train", {"workers": {"replicas": "two"}}, "/workers/replicas"),
@@ -150,15 +160,52 @@ FAIL_RULES = [
     ),
     (
         "sentiray-serve",
-        {"worker": {"replicas": 2, "minReplicas": 2}, "podDisruptionBudget": {"maxUnavailable": 2}},
-        "podDisruptionBudget.maxUnavailable (2) must be below",
+        {"worker": {"replicas": 2, "minReplicas": 2}, "podDisruptionBudget": {"minAvailable": 2}},
+        "podDisruptionBudget.minAvailable (2) must be below worker.minReplicas (2)",
     ),
+    # Item 3: one ReadWriteOnce claim on several worker pods fails with Multi-Attach (Kubernetes
+    # attach/detach controller); a NewCluster upgrade doubles them.
+    (
+        "sentiray-serve",
+        {"modelVolume": {"accessMode": "ReadWriteOnce"}},
+        "modelVolume.accessMode ReadWriteOnce attaches to one node, but up to 8 worker pods",
+    ),
+    (
+        "sentiray-serve",
+        {"modelVolume": {"accessMode": "ReadWriteOncePod"}, "worker": {"maxReplicas": 1}},
+        "modelVolume.accessMode ReadWriteOncePod admits one pod, but up to 2",
+    ),
+    ("sentiray-serve", {"model": {"uri": "/data/artifact"}}, "model.uri /data/artifact is a path outside"),
+    # Item 9: without the autoscaler no pod is added, so Serve replicas above the fixed workers wait forever.
+    (
+        "sentiray-serve",
+        {"autoscaling": {"enabled": False}, "serve": {"maxReplicas": 4}},
+        "serve.maxReplicas (4) model replicas do not fit the 1 fixed worker(s) (room for 1)",
+    ),
+    ("sentiray-serve", {"serve": {"minReplicas": 5}}, "serve.minReplicas (5) must not be above serve.maxReplicas (4)"),
+    ("sentiray-serve", {"serve": {"maxBatchSize": 128}}, "serve.maxBatchSize (128) is above SentimentModel's max_ongoing_requests (64)"),
+    ("sentiray-serve", {"serve": {"modelDeployment": "Tokenizer"}}, 'serve.modelDeployment "Tokenizer" is not a deployment'),
+    # Item 7: Ray's object store (80% of /dev/shm) needs 75 MiB; /dev/shm is charged to the memory limit.
+    ("sentiray-serve", {"worker": {"shmSize": "64Mi"}}, "worker.shmSize (64Mi) must be at least 100Mi"),
+    ("sentiray-train", {"head": {"shmSize": "8Gi"}}, "head.shmSize (8Gi) must be below the memory limit"),
     (
         "sentiray-train",
         {"workers": {"replicas": 2}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}},
         "storage.pvc.accessModes [ReadWriteOnce] cannot be shared",
     ),
     ("sentiray-train", {"storage": {"type": "objectStore"}}, "storage.objectStore.uri is required"),
+    (
+        "sentiray-train",
+        {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},
+        "storage.pvc.accessModes ReadWriteOncePod admits one pod",
+    ),
+    (
+        "sentiray-train",
+        {"storage": {"pvc": {"accessModes": ["ReadOnlyMany"]}}, "workers": {"replicas": 1}},
+        "storage.pvc.accessModes [ReadOnlyMany] cannot be written",
+    ),
+    # Item 5: Ray Train's workers reserve cpusPerWorker each; above the pod's CPUs they never schedule.
+    ("sentiray-train", {"workers": {"cpusPerWorker": 8}}, "workers.cpusPerWorker (8) is above the 6 CPUs"),
     (
         "sentiray-train",
         {"job": {"shutdownAfterJobFinishes": False}},
@@ -176,11 +223,22 @@ def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any],
     assert message in str(err.value)
 
 
-def test_training_accepts_read_write_once_with_one_worker() -> None:
+def test_training_accepts_read_write_once_with_one_worker_beside_the_head() -> None:
+    """Issue 13 item 3: head and worker both mount the claim; a ReadWriteOnce claim attaches to one node
+    (Multi-Attach otherwise), so the worker is held on the head's node by a required pod affinity."""
     objects = chart_objects(
         "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
     )
     assert _by_kind(objects, "PersistentVolumeClaim")[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    cluster = _by_kind(objects, "RayJob")[0]["spec"]["rayClusterSpec"]
+    term = cluster["workerGroupSpecs"][0]["template"]["spec"]["affinity"]["podAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ][0]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    head_labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= head_labels.items()
+    rwx = chart_objects("sentiray-train")
+    assert "affinity" not in _by_kind(rwx, "RayJob")[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,7 +287,7 @@ def test_gpu_workers_ask_for_gpus_and_tolerate_the_taint() -> None:
     assert (group["minReplicas"], group["maxReplicas"]) == (1, 4)
     pod = group["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     cluster = service["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
     assert cluster["autoscalerOptions"]["upscalingMode"] == "Default"
@@ -248,6 +306,12 @@ def test_cpu_variant_has_no_gpu() -> None:
     for chart, values in (("sentiray-serve", SERVE_MATRIX["cpu"]), ("sentiray-train", TRAIN_MATRIX["cpu"])):
         text = yaml.safe_dump(chart_objects(chart, values))
         assert "nvidia.com/gpu" not in text
+    # Issue 13 item 9: the GPU toleration follows gpu.enabled, without clearing `tolerations` by hand.
+    for chart, values in (
+        ("sentiray-serve", {"worker": {"gpu": {"enabled": False}}, "rayActorOptions": {"SentimentModel": {"num_gpus": 0}}}),
+        ("sentiray-train", {"workers": {"gpu": {"enabled": False}}}),
+    ):
+        assert "nvidia.com/gpu" not in yaml.safe_dump(chart_objects(chart, values))
 
 
 def test_rayjob_lifecycle_and_shared_storage() -> None:
@@ -293,22 +357,25 @@ def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None
         o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray")
     )
     rules = policy["spec"]["ingress"]
-    control = {6379, 8265, 10001}
     for rule in rules:
         peers = rule.get("from")
         if peers is None:  # open to all: the serve port only
             assert _ports(rule) == {8000}
             continue
-        if _ports(rule) & control:
-            for peer in peers:
-                ns = (
-                    peer.get("namespaceSelector", {})
-                    .get("matchLabels", {})
-                    .get("kubernetes.io/metadata.name")
-                )
-                assert "podSelector" in peer or ns == "kuberay-operator", peer
-                if ns == "kuberay-operator":
-                    assert _ports(rule) == {8265}
+        if not rule.get("ports"):  # every port: the release's Ray pods only
+            assert [p["podSelector"]["matchExpressions"] for p in peers] == [
+                [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["ray-head", "ray-worker"]}]
+            ]
+        # GCS (6379) is reachable from the Ray pods only, never from the namespace or outside it.
+        elif 6379 in _ports(rule):
+            raise AssertionError(rule)
+    # Issue 13 item 4: the operator is allowed by its pod labels in any namespace (its quickstart installs
+    # it in the current one); KubeRay's Helm chart and kustomize base both set this component label.
+    operator = next(r for r in rules if any("namespaceSelector" in p and "podSelector" in p for p in r.get("from", [])))
+    assert operator["from"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}}
+    ]
+    assert _ports(operator) == {8265}
     monitoring = [
         r
         for r in rules
@@ -318,18 +385,55 @@ def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None
             for p in r.get("from", [])
         )
     ]
-    assert [_ports(r) for r in monitoring] == [{8080}]
-    other = chart_objects(chart, {"networkPolicy": {"operatorNamespace": "ray-system"}})
+    assert len(monitoring) == 1 and 8080 in _ports(monitoring[0])
+    scoped = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}, "podSelector": {}}
+    other = chart_objects(chart, {"networkPolicy": {"operator": scoped}})
     assert "ray-system" in yaml.safe_dump(_by_kind(other, "NetworkPolicy"))
 
 
-def test_pdb_selects_serving_workers() -> None:
-    objects = chart_objects("sentiray-serve")
-    pdb = _by_kind(objects, "PodDisruptionBudget")[0]
-    selector = pdb["spec"]["selector"]["matchLabels"]
+def test_pdb_only_where_it_can_work() -> None:
+    """Issue 13 item 1: Ray pods are owned by a RayCluster, which has no /scale subresource, so the
+    disruption controller (Kubernetes pkg/controller/disruption, getExpectedPodCount) can apply only an
+    integer minAvailable; with one worker any budget only blocks drains (KubeRay issue 2662)."""
+    assert _by_kind(chart_objects("sentiray-serve"), "PodDisruptionBudget") == []
+    objects = chart_objects("sentiray-serve", {"worker": {"minReplicas": 3, "replicas": 3}})
+    pdb = _by_kind(objects, "PodDisruptionBudget")[0]["spec"]
+    assert "maxUnavailable" not in pdb
+    assert pdb["minAvailable"] == 2
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     worker = _by_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    assert selector.items() <= worker["template"]["metadata"]["labels"].items()
-    assert selector["app.kubernetes.io/component"] == "ray-worker"
+    assert pdb["selector"]["matchLabels"].items() <= worker["template"]["metadata"]["labels"].items()
+    assert pdb["selector"]["matchLabels"]["app.kubernetes.io/component"] == "ray-worker"
+
+
+def _templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = obj["spec"].get("rayClusterConfig") or obj["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_ray_pods_keep_kuberays_labels(chart: str) -> None:
+    """Issue 13 item 6: KubeRay's labelPod (common/pod.go) lets a template label override its own
+    app.kubernetes.io/name=kuberay, and the <name>-head-svc it builds selects on it (common/service.go
+    HeadServiceLabels; KubeRay issues 2648, 2564). Ray pod templates must not set it, nor the chart's
+    version labels (item 8: they would change KubeRay's cluster hash on every chart bump)."""
+    obj = next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob"))
+    for template in _templates(obj):
+        labels = template["metadata"]["labels"]
+        assert not {"app.kubernetes.io/name", "app.kubernetes.io/created-by", "helm.sh/chart", "app.kubernetes.io/version"} & set(labels)
+        assert labels["app.kubernetes.io/instance"] == "rel"
+
+
+def test_object_store_memory_follows_shm() -> None:
+    """Issue 13 item 7: Ray 2.60 puts the object store (default 30% of the memory) on disk when /dev/shm is
+    smaller (ray/_private/services.py determine_plasma_store_config): the chart sets it from shmSize."""
+    for chart in CHART_NAMES:
+        obj = next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob"))
+        cluster = obj["spec"].get("rayClusterConfig") or obj["spec"]["rayClusterSpec"]
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            shm = next(v for v in group["template"]["spec"]["volumes"] if v["name"] == "shm")["emptyDir"]["sizeLimit"]
+            gib = float(shm.removesuffix("Gi")) * 2**30
+            assert int(group["rayStartParams"]["object-store-memory"]) == round(gib * 0.8)
 
 
 def test_optional_objects_when_enabled() -> None:
@@ -376,6 +480,8 @@ def test_helm_test_pod_calls_health_and_predict() -> None:
     assert '"inputs"' in script
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["ENDPOINT"] == "http://rel-sentiray-serve-serve-svc.ml.svc:8000"
+    # Issue 13 item 11: a small Python image, not the multi-GB project image.
+    assert pod["spec"]["containers"][0]["image"] == "python:3.12-slim"
     assert env["SENTIRAY_API_TOKEN_FILE"].endswith("/token")
     compile(script, "helm-test", "exec")
 
@@ -383,9 +489,12 @@ def test_helm_test_pod_calls_health_and_predict() -> None:
 @pytest.mark.parametrize("chart", CHART_NAMES)
 def test_notes_say_how_to_follow(chart: str) -> None:
     notes = render_chart(chart)[f"{chart}/templates/NOTES.txt"]
+    assert "--reuse-values" not in notes  # issue 13 item 11: it keeps stale defaults across chart versions
     if chart == "sentiray-serve":
         assert "port-forward svc/rel-sentiray-serve-serve-svc 8000:8000" in notes
         assert "helm test rel" in notes
+        assert "--set model.uri=" in notes
+        assert "any namespace" in notes
     else:
         assert "sentiray k8s status --job rel-sentiray-train" in notes
         assert "logs -f job/rel-sentiray-train" in notes
@@ -435,3 +544,34 @@ def test_training_options_reach_the_job_parser() -> None:
     cfg = config_from_namespace(build_parser().parse_args(argv))
     assert (cfg.optim.group_by_length, cfg.optim.freeze_layers, cfg.model.max_length) == (False, 2, 200)
     assert cfg.optim.eval_every_steps == 400  # the rest comes from the cpu preset
+
+
+def test_ingress_allows_the_apps_body_limit() -> None:
+    """Issue 13 item 11: ingress-nginx refuses bodies above 1m, below serve/config.yaml's max_body_bytes."""
+    from tests.k8s_support import SERVE_MATRIX
+
+    ingress = _by_kind(chart_objects("sentiray-serve", SERVE_MATRIX["everything-on"]), "Ingress")[0]
+    limit = yaml.safe_load((CHARTS / "sentiray-serve" / "files" / "serve-config.yaml").read_text())
+    max_body = limit["applications"][0]["args"]["max_body_bytes"]
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(size.removesuffix("m")) * 2**20 > max_body
+    mine = {"nginx.ingress.kubernetes.io/proxy-body-size": "50m"}
+    values = {**SERVE_MATRIX["everything-on"], "ingress": {**SERVE_MATRIX["everything-on"]["ingress"], "annotations": mine}}
+    assert _by_kind(chart_objects("sentiray-serve", values), "Ingress")[0]["metadata"]["annotations"] == mine
+
+
+@pytest.mark.parametrize("chart", CHART_NAMES)
+def test_service_account_and_head_metrics(chart: str) -> None:
+    """Issue 13 item 11: a service account for workload identity; the autoscaler's and dashboard's metrics
+    (Ray's AUTOSCALER_METRIC_PORT 44217, DASHBOARD_METRIC_PORT 44227) are scraped on the head."""
+    objects = chart_objects(chart, {"serviceAccountName": "sentiray-sa", "monitoring": {"podMonitor": {"enabled": True}}})
+    obj = next(o for o in objects if o["kind"] in ("RayService", "RayJob"))
+    for template in _templates(obj):
+        assert template["spec"]["serviceAccountName"] == "sentiray-sa"
+    head_ports = {p["name"]: p["containerPort"] for p in _templates(obj)[0]["spec"]["containers"][0]["ports"]}
+    monitor = _by_kind(objects, "PodMonitor")[0]["spec"]
+    scraped = {e["port"] for e in monitor["podMetricsEndpoints"]}
+    assert head_ports["dash-metrics"] == 44227 and "dash-metrics" in scraped
+    if chart == "sentiray-serve":
+        assert head_ports["as-metrics"] == 44217 and "as-metrics" in scraped
+    assert all("serviceAccountName" not in t["spec"] for t in _templates(next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob"))))

@@ -36,7 +36,6 @@ def test_kustomize_builds_and_is_valid(directory: Path) -> None:
         "RayService",
         "PersistentVolumeClaim",
         "NetworkPolicy",
-        "PodDisruptionBudget",
     }
     assert all(o["metadata"]["namespace"] == "sentiray" for o in objects)
     assert validate_objects(objects) == []

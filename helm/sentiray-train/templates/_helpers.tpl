@@ -106,6 +106,9 @@ Cross-field rules the JSON schema cannot express. Each message names the key to 
 {{- if and (eq $s.type "pvc") (has "ReadWriteOncePod" $s.pvc.accessModes) }}
 {{- fail "storage.pvc.accessModes ReadWriteOncePod admits one pod, but the head (driver, run state) and the workers all write the runs: use ReadWriteMany, ReadWriteOnce with one worker, or storage.type=objectStore" }}
 {{- end }}
+{{- if and (eq $s.type "pvc") (not (or (has "ReadWriteMany" $s.pvc.accessModes) (has "ReadWriteOnce" $s.pvc.accessModes))) }}
+{{- fail (printf "storage.pvc.accessModes %v cannot be written by the job: use ReadWriteMany, or ReadWriteOnce with one worker" $s.pvc.accessModes) }}
+{{- end }}
 {{- $podcpu := ceil (float64 (include "sentiray-train.cores" (default .Values.workers.resources.requests.cpu .Values.workers.resources.limits.cpu))) }}
 {{- if gt (float64 .Values.workers.cpusPerWorker) $podcpu }}
 {{- fail (printf "workers.cpusPerWorker (%v) is above the %v CPUs Ray sees in a worker pod (workers.resources): the training workers would never be scheduled" .Values.workers.cpusPerWorker $podcpu) }}
