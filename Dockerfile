@@ -5,9 +5,17 @@
 # tests/unit/test_k8s_image.py checks them against `ray.__version__` and the running Python.
 ARG RAY_VERSION=2.60.0
 ARG PYTHON_TAG=py311
-# `-gpu` is Ray's alias for its default CUDA build (e.g. -cu128); pin -cuXXX to match your drivers.
+# `-gpu` is Ray's alias for its default CUDA build (e.g. -cu128); pin -cuXXX to match your drivers, or
+# `cpu` for a CPU-only image (kind, CPU node pools).
 ARG RAY_VARIANT=gpu
 FROM rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-${RAY_VARIANT}
+
+# torch comes from the PyTorch index of the variant, installed before the project so pip keeps it: PyPI's
+# torch wheel for Linux is the CUDA build whatever the image, GBs of CUDA libraries a CPU image never uses.
+# CPU image: --build-arg RAY_VARIANT=cpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# GPU image: the index of the CUDA version of RAY_VARIANT (default: cu128).
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 # The Ray image's user: `ray`, uid 1000, group `users` (gid 100); Python lives in /home/ray/anaconda3.
 USER 1000:100
@@ -24,7 +32,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies first (cached while only the code changes). Ray is already in the image at the pinned
 # version, so the extras resolve to it instead of reinstalling it.
 COPY --chown=1000:100 pyproject.toml README.md ./
-RUN mkdir -p sentiray ray_jobs serve \
+RUN python -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && mkdir -p sentiray ray_jobs serve \
  && touch sentiray/__init__.py ray_jobs/__init__.py serve/__init__.py \
  && python -m pip install ".[train,serve,k8s,s3,ui,hub]" \
  && python -m pip uninstall -y sentiray \

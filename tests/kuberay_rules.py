@@ -178,7 +178,10 @@ def rule_validation(objects: list[dict[str, Any]]) -> Iterator[str]:
         for g in cluster.get("workerGroupSpecs") or []:
             lo, hi = g.get("minReplicas"), g.get("maxReplicas")
             if not auto and (lo is None or hi is None):
-                yield f"validation: {where}: worker group {g['groupName']} needs minReplicas and maxReplicas without autoscaling"
+                yield (
+                    f"validation: {where}: worker group {g['groupName']} needs minReplicas and maxReplicas "
+                    "without autoscaling"
+                )
             if lo is not None and hi is not None and lo > hi:
                 yield f"validation: {where}: worker group {g['groupName']} has minReplicas {lo} > maxReplicas {hi}"
         idle = (cluster.get("autoscalerOptions") or {}).get("idleTimeoutSeconds")
@@ -356,7 +359,10 @@ def rule_pdb(objects: list[dict[str, Any]], *, crds: dict[str, dict[str, Any]] |
         at_min = sum(s.min_count for s in selected)
         min_available = spec.get("minAvailable")
         if isinstance(min_available, int) and min_available >= at_min:
-            yield f"pdb: {where}: minAvailable {min_available} >= the {at_min} pod(s) at the minimum: no drain can proceed"
+            yield (
+                f"pdb: {where}: minAvailable {min_available} >= the {at_min} pod(s) at the minimum: "
+                "no drain can proceed"
+            )
         if spec.get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
             # A crash-looping Ray pod would otherwise count against the budget and block the drain.
             yield f"pdb: {where}: unhealthyPodEvictionPolicy should be AlwaysAllow"
@@ -485,7 +491,9 @@ def rule_serve_fits(objects: list[dict[str, Any]]) -> Iterator[str]:
         for g, cap in workers:
             nodes = g.max_replicas if auto else max(min(g.replicas, g.max_replicas), g.min_replicas)
             if not _pack(demands, cap, nodes) and not _fits_with_head(demands, head, cap, nodes):
-                mode = f"at maxReplicas={g.max_replicas}" if auto else f"on the fixed {nodes} worker(s) (autoscaling off)"
+                mode = (
+                    f"at maxReplicas={g.max_replicas}" if auto else f"on the fixed {nodes} worker(s) (autoscaling off)"
+                )
                 yield f"serve: {_name(obj)}: the deployments' max_replicas do not fit group {g.name} {mode}"
 
 
@@ -588,7 +596,10 @@ def rule_rayjob_fits(objects: list[dict[str, Any]]) -> Iterator[str]:
         if "preRunningDeadlineSeconds" not in obj["spec"]:
             # rayjob_types.go: without it a cluster that never starts (a Pending claim, no node fits)
             # waits out activeDeadlineSeconds before the job is marked Failed.
-            yield f"rayjob: {_name(obj)}: no preRunningDeadlineSeconds: a cluster that cannot start hangs until activeDeadlineSeconds"
+            yield (
+                f"rayjob: {_name(obj)}: no preRunningDeadlineSeconds: a cluster that cannot start hangs "
+                "until activeDeadlineSeconds"
+            )
 
 
 # --- rule 7: volumes and their access modes ---------------------------------------------------------
@@ -622,7 +633,10 @@ def rule_volumes(objects: list[dict[str, Any]], claims: dict[str, list[str]] | N
             if "ReadWriteOncePod" in access:
                 yield f"volumes: {_name(obj)}: claim {claim} is ReadWriteOncePod but {count} pods mount it"
             elif not all(_pinned_to_one_node(g, groups) for g in groups if g.node_type == "worker"):
-                yield f"volumes: {_name(obj)}: claim {claim} is ReadWriteOnce but up to {count} pods on different nodes mount it (Multi-Attach)"
+                yield (
+                    f"volumes: {_name(obj)}: claim {claim} is ReadWriteOnce but up to {count} pods on "
+                    "different nodes mount it (Multi-Attach)"
+                )
 
 
 def _pinned_to_one_node(group: Group, groups: list[Group]) -> bool:
@@ -631,7 +645,9 @@ def _pinned_to_one_node(group: Group, groups: list[Group]) -> bool:
         return group.max_replicas <= 1
     affinity = (group.template["spec"].get("affinity") or {}).get("podAffinity") or {}
     for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
-        if term.get("topologyKey") == "kubernetes.io/hostname" and _matches(term.get("labelSelector"), head.pod_labels()):
+        if term.get("topologyKey") == "kubernetes.io/hostname" and _matches(
+            term.get("labelSelector"), head.pod_labels()
+        ):
             return True
     return False
 
@@ -649,12 +665,16 @@ GCS_PORT, DASHBOARD_PORT = 6379, 8265
 RAY_WORKER_PORT = 10002  # Ray's worker port range starts here (ray start --min-worker-port)
 
 
-def _allows(policy: dict[str, Any], peer_ns: str, peer_labels: dict[str, str], ns_labels: dict[str, str], port: int) -> bool:
+def _allows(
+    policy: dict[str, Any], peer_ns: str, peer_labels: dict[str, str], ns_labels: dict[str, str], port: int
+) -> bool:
     """Whether one NetworkPolicy's ingress rules admit a peer on a port (networking/v1 semantics)."""
     own_ns = policy["metadata"].get("namespace", "default")
     for rule in policy["spec"].get("ingress") or []:
         ports = rule.get("ports")
-        if ports and not any(p.get("port") == port or (p.get("endPort") and p["port"] <= port <= p["endPort"]) for p in ports):
+        if ports and not any(
+            p.get("port") == port or (p.get("endPort") and p["port"] <= port <= p["endPort"]) for p in ports
+        ):
             continue
         peers = rule.get("from")
         if peers is None:
@@ -670,7 +690,9 @@ def _allows(policy: dict[str, Any], peer_ns: str, peer_labels: dict[str, str], n
     return False
 
 
-def _admitted(objects: list[dict[str, Any]], target: PodShape, peer_ns: str, peer_labels: dict[str, str], port: int) -> bool:
+def _admitted(
+    objects: list[dict[str, Any]], target: PodShape, peer_ns: str, peer_labels: dict[str, str], port: int
+) -> bool:
     policies = [
         o for o in objects
         if o.get("kind") == "NetworkPolicy"

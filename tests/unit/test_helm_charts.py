@@ -183,8 +183,16 @@ FAIL_RULES = [
         "serve.maxReplicas (4) model replicas do not fit the 1 fixed worker(s) (room for 1)",
     ),
     ("sentiray-serve", {"serve": {"minReplicas": 5}}, "serve.minReplicas (5) must not be above serve.maxReplicas (4)"),
-    ("sentiray-serve", {"serve": {"maxBatchSize": 128}}, "serve.maxBatchSize (128) is above SentimentModel's max_ongoing_requests (64)"),
-    ("sentiray-serve", {"serve": {"modelDeployment": "Tokenizer"}}, 'serve.modelDeployment "Tokenizer" is not a deployment'),
+    (
+        "sentiray-serve",
+        {"serve": {"maxBatchSize": 128}},
+        "serve.maxBatchSize (128) is above SentimentModel's max_ongoing_requests (64)",
+    ),
+    (
+        "sentiray-serve",
+        {"serve": {"modelDeployment": "Tokenizer"}},
+        'serve.modelDeployment "Tokenizer" is not a deployment',
+    ),
     # Item 7: Ray's object store (80% of /dev/shm) needs 75 MiB; /dev/shm is charged to the memory limit.
     ("sentiray-serve", {"worker": {"shmSize": "64Mi"}}, "worker.shmSize (64Mi) must be at least 100Mi"),
     ("sentiray-train", {"head": {"shmSize": "8Gi"}}, "head.shmSize (8Gi) must be below the memory limit"),
@@ -214,9 +222,7 @@ FAIL_RULES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("chart", "values", "message"), FAIL_RULES, ids=[m.split(" ")[0] for *_, m in FAIL_RULES]
-)
+@pytest.mark.parametrize(("chart", "values", "message"), FAIL_RULES, ids=[m.split(" ")[0] for *_, m in FAIL_RULES])
 def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError) as err:
         render_chart(chart, values)
@@ -238,7 +244,10 @@ def test_training_accepts_read_write_once_with_one_worker_beside_the_head() -> N
     head_labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
     assert term["labelSelector"]["matchLabels"].items() <= head_labels.items()
     rwx = chart_objects("sentiray-train")
-    assert "affinity" not in _by_kind(rwx, "RayJob")[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert (
+        "affinity"
+        not in _by_kind(rwx, "RayJob")[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    )
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -308,7 +317,10 @@ def test_cpu_variant_has_no_gpu() -> None:
         assert "nvidia.com/gpu" not in text
     # Issue 13 item 9: the GPU toleration follows gpu.enabled, without clearing `tolerations` by hand.
     for chart, values in (
-        ("sentiray-serve", {"worker": {"gpu": {"enabled": False}}, "rayActorOptions": {"SentimentModel": {"num_gpus": 0}}}),
+        (
+            "sentiray-serve",
+            {"worker": {"gpu": {"enabled": False}}, "rayActorOptions": {"SentimentModel": {"num_gpus": 0}}},
+        ),
         ("sentiray-train", {"workers": {"gpu": {"enabled": False}}}),
     ):
         assert "nvidia.com/gpu" not in yaml.safe_dump(chart_objects(chart, values))
@@ -327,13 +339,9 @@ def test_rayjob_lifecycle_and_shared_storage() -> None:
     assert "--resume-if-exists" in argv
     assert argv[argv.index("--storage-path") + 1] == "/mnt/sentiray/runs"
     cluster = spec["rayClusterSpec"]
-    for template in [cluster["headGroupSpec"]["template"]] + [
-        g["template"] for g in cluster["workerGroupSpecs"]
-    ]:
+    for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
         claims = [
-            v["persistentVolumeClaim"]["claimName"]
-            for v in template["spec"]["volumes"]
-            if "persistentVolumeClaim" in v
+            v["persistentVolumeClaim"]["claimName"] for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v
         ]
         assert claims == ["sentiray-runs"]
 
@@ -353,9 +361,7 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 
 @pytest.mark.parametrize("chart", CHART_NAMES)
 def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None:
-    policy = next(
-        o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray")
-    )
+    policy = next(o for o in _by_kind(chart_objects(chart), "NetworkPolicy") if o["metadata"]["name"].endswith("-ray"))
     rules = policy["spec"]["ingress"]
     for rule in rules:
         peers = rule.get("from")
@@ -380,8 +386,7 @@ def test_network_policy_keeps_control_ports_in_the_namespace(chart: str) -> None
         r
         for r in rules
         if any(
-            p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-            == "monitoring"
+            p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
             for p in r.get("from", [])
         )
     ]
@@ -420,7 +425,12 @@ def test_ray_pods_keep_kuberays_labels(chart: str) -> None:
     obj = next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob"))
     for template in _templates(obj):
         labels = template["metadata"]["labels"]
-        assert not {"app.kubernetes.io/name", "app.kubernetes.io/created-by", "helm.sh/chart", "app.kubernetes.io/version"} & set(labels)
+        assert not {
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/created-by",
+            "helm.sh/chart",
+            "app.kubernetes.io/version",
+        } & set(labels)
         assert labels["app.kubernetes.io/instance"] == "rel"
 
 
@@ -453,8 +463,14 @@ def test_optional_objects_when_enabled() -> None:
     ui = _by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
     # Listening on 0.0.0.0 inside the pod: the probes and the Service reach it on the pod IP.
     assert ui["containers"][0]["command"] == [
-        "sentiray", "ui", "--host", "0.0.0.0", "--port", "8501",
-        "--endpoint", "http://rel-sentiray-serve-serve-svc:8000",
+        "sentiray",
+        "ui",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8501",
+        "--endpoint",
+        "http://rel-sentiray-serve-serve-svc:8000",
     ]
     assert ui["automountServiceAccountToken"] is False
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -556,7 +572,10 @@ def test_ingress_allows_the_apps_body_limit() -> None:
     size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(size.removesuffix("m")) * 2**20 > max_body
     mine = {"nginx.ingress.kubernetes.io/proxy-body-size": "50m"}
-    values = {**SERVE_MATRIX["everything-on"], "ingress": {**SERVE_MATRIX["everything-on"]["ingress"], "annotations": mine}}
+    values = {
+        **SERVE_MATRIX["everything-on"],
+        "ingress": {**SERVE_MATRIX["everything-on"]["ingress"], "annotations": mine},
+    }
     assert _by_kind(chart_objects("sentiray-serve", values), "Ingress")[0]["metadata"]["annotations"] == mine
 
 
@@ -564,7 +583,9 @@ def test_ingress_allows_the_apps_body_limit() -> None:
 def test_service_account_and_head_metrics(chart: str) -> None:
     """Issue 13 item 11: a service account for workload identity; the autoscaler's and dashboard's metrics
     (Ray's AUTOSCALER_METRIC_PORT 44217, DASHBOARD_METRIC_PORT 44227) are scraped on the head."""
-    objects = chart_objects(chart, {"serviceAccountName": "sentiray-sa", "monitoring": {"podMonitor": {"enabled": True}}})
+    objects = chart_objects(
+        chart, {"serviceAccountName": "sentiray-sa", "monitoring": {"podMonitor": {"enabled": True}}}
+    )
     obj = next(o for o in objects if o["kind"] in ("RayService", "RayJob"))
     for template in _templates(obj):
         assert template["spec"]["serviceAccountName"] == "sentiray-sa"
@@ -574,4 +595,7 @@ def test_service_account_and_head_metrics(chart: str) -> None:
     assert head_ports["dash-metrics"] == 44227 and "dash-metrics" in scraped
     if chart == "sentiray-serve":
         assert head_ports["as-metrics"] == 44217 and "as-metrics" in scraped
-    assert all("serviceAccountName" not in t["spec"] for t in _templates(next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob"))))
+    assert all(
+        "serviceAccountName" not in t["spec"]
+        for t in _templates(next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob")))
+    )

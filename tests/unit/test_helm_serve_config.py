@@ -67,9 +67,7 @@ def test_rendered_serve_config_differs_only_in_allowed_overrides(variant: str) -
         source["applications"][0]["deployments"][1]["autoscaling_config"]["max_replicas"] = 2
     assert serve_config_differences(source, rendered) == []
     app = rendered["applications"][0]
-    assert app["args"]["model"] == values.get("model", {}).get(
-        "uri", "/mnt/sentiray/runs/sentiray-imdb/artifact"
-    )
+    assert app["args"]["model"] == values.get("model", {}).get("uri", "/mnt/sentiray/runs/sentiray-imdb/artifact")
     assert rendered["http_options"]["host"] == "0.0.0.0"
     options = {d["name"]: d["ray_actor_options"] for d in app["deployments"]}
     assert options == (values.get("rayActorOptions") or DEFAULT_ACTOR_OPTIONS)
@@ -111,7 +109,9 @@ def _service(values: dict[str, Any], chart_dir: Any = None) -> dict[str, Any]:
     import helm_python as helm
 
     with helm.Chart.load(str(chart_dir)) as loaded:
-        text = loaded.render(values, name="rel", namespace="ml", is_install=False)["sentiray-serve/templates/rayservice.yaml"]
+        text = loaded.render(values, name="rel", namespace="ml", is_install=False)[
+            "sentiray-serve/templates/rayservice.yaml"
+        ]
     return dict(yaml.safe_load(text))
 
 
@@ -189,7 +189,5 @@ def test_kustomize_serve_config_matches_the_source(directory: Any) -> None:
     service = next(o for o in kustomize_objects(directory) if o["kind"] == "RayService")
     rendered = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert serve_config_differences(load_serve_config(REPO / SOURCE), rendered) == []
-    model = {d["name"]: d["ray_actor_options"] for d in rendered["applications"][0]["deployments"]}[
-        "SentimentModel"
-    ]
+    model = {d["name"]: d["ray_actor_options"] for d in rendered["applications"][0]["deployments"]}["SentimentModel"]
     assert model["num_gpus"] == (1 if directory.name == "gpu" else 0)

@@ -100,9 +100,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _entrypoints() -> list[str]:
-    jobs = [
-        o for c, _, v in MATRIX if c == "sentiray-train" for o in chart_objects(c, v) if o["kind"] == "RayJob"
-    ]
+    jobs = [o for c, _, v in MATRIX if c == "sentiray-train" for o in chart_objects(c, v) if o["kind"] == "RayJob"]
     jobs += [o for d in KUSTOMIZE_DIRS for o in kustomize_objects(d) if o["kind"] == "RayJob"]
     return [j["spec"]["entrypoint"] for j in jobs]
 

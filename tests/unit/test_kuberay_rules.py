@@ -77,7 +77,10 @@ def _enum_choices(chart: str) -> list[tuple[str, dict[str, Any]]]:
 def _value_sets() -> list[tuple[str, str, dict[str, Any]]]:
     sets = [(chart, f"matrix-{variant}", values) for chart, variant, values in MATRIX]
     for chart in ("sentiray-serve", "sentiray-train"):
-        sets += [(chart, f"ci-{p.stem}", yaml.safe_load(p.read_text())) for p in sorted((CHARTS / chart / "ci").glob("*.yaml"))]
+        sets += [
+            (chart, f"ci-{p.stem}", yaml.safe_load(p.read_text()))
+            for p in sorted((CHARTS / chart / "ci").glob("*.yaml"))
+        ]
         sets += [(chart, f"enum-{name}", values) for name, values in _enum_choices(chart)]
     return sets
 
@@ -142,7 +145,12 @@ def test_validation_rule_catches_refusals() -> None:
     service = _kind(objects, "RayService")
     service["spec"]["upgradeStrategy"] = {
         "type": "NewClusterWithIncrementalUpgrade",
-        "clusterUpgradeOptions": {"gatewayClassName": "istio", "stepSizePercent": 50, "maxSurgePercent": 25, "intervalSeconds": 30},
+        "clusterUpgradeOptions": {
+            "gatewayClassName": "istio",
+            "stepSizePercent": 50,
+            "maxSurgePercent": 25,
+            "intervalSeconds": 30,
+        },
     }
     assert any("stepSizePercent must not exceed" in f for f in _findings(objects, "validation"))
     # ValidateRayClusterSpec: min > max; token auth on an old Ray.
@@ -166,8 +174,12 @@ def test_label_rule_catches_an_overridden_kuberay_label() -> None:
 
 def test_selector_rule_catches_a_selector_that_selects_nothing() -> None:
     objects = _serve()
-    _kind(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "sentiray-serve"
-    assert _findings(objects, "selectors") == ["selectors: PodDisruptionBudget/rel-sentiray-serve-workers: selects no pod of this release"]
+    _kind(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = (
+        "sentiray-serve"
+    )
+    assert _findings(objects, "selectors") == [
+        "selectors: PodDisruptionBudget/rel-sentiray-serve-workers: selects no pod of this release"
+    ]
 
 
 def test_pdb_rule_catches_what_the_disruption_controller_cannot_count() -> None:
@@ -211,7 +223,10 @@ def test_serve_rule_catches_replicas_that_fit_no_pod_or_not_all_at_max() -> None
 def test_gpu_rule_catches_idle_cpus_and_a_stray_toleration() -> None:
     objects = chart_objects("sentiray-serve", {"rayActorOptions": {"SentimentModel": {"num_cpus": 1, "num_gpus": 1}}})
     assert any("reserves 4 CPUs but its replicas claim 1.1" in f for f in _findings(objects, "gpu"))
-    objects = chart_objects("sentiray-serve", {"worker": {"gpu": {"enabled": False}}, "rayActorOptions": {"SentimentModel": {"num_gpus": 0}}})
+    objects = chart_objects(
+        "sentiray-serve",
+        {"worker": {"gpu": {"enabled": False}}, "rayActorOptions": {"SentimentModel": {"num_gpus": 0}}},
+    )
     worker = _kind(objects, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     worker["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert any("tolerates the GPU taint but asks for no GPU" in f for f in _findings(objects, "gpu"))
@@ -227,7 +242,9 @@ def test_rayjob_rule_catches_train_workers_larger_than_the_pods() -> None:
 
 
 def test_volume_rule_catches_a_read_write_once_claim_on_several_nodes() -> None:
-    objects = chart_objects("sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}})
+    objects = chart_objects(
+        "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
+    )
     assert _findings(objects, "volumes") == []  # the worker is held on the head's node
     worker = _kind(objects, "RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     del worker["affinity"]
@@ -241,8 +258,12 @@ def test_volume_rule_catches_a_read_write_once_claim_on_several_nodes() -> None:
 def test_network_rule_catches_a_hard_wired_operator_namespace_and_open_gcs() -> None:
     objects = _serve()
     policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
-    operator_rule = next(r for r in policy["spec"]["ingress"] if any("namespaceSelector" in p for p in r.get("from", [])))
-    operator_rule["from"] = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-operator"}}}]
+    operator_rule = next(
+        r for r in policy["spec"]["ingress"] if any("namespaceSelector" in p for p in r.get("from", []))
+    )
+    operator_rule["from"] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-operator"}}}
+    ]
     found = _findings(objects, "network")
     assert any("operator in namespace 'default' cannot reach the dashboard" in f for f in found)
     objects = _serve()
