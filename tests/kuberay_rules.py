@@ -298,13 +298,18 @@ class PodShape:
 
 
 def pods(objects: list[dict[str, Any]]) -> list[PodShape]:
-    """Every pod the objects create: Ray pods with KubeRay's labels, Deployment and bare Pods."""
+    """Every pod the objects create: Ray pods with KubeRay's labels, a RayJob's submitter, Deployment and
+    bare Pods."""
     out = []
     for obj in objects:
         ns = obj.get("metadata", {}).get("namespace", "default")
         for g in ray_groups(obj):
             count = 1 if g.node_type == "head" else g.min_replicas
             out.append(PodShape(f"{g.owner}:{g.name}", g.pod_labels(), ns, count, g))
+        submitter = obj.get("spec", {}).get("submitterPodTemplate") if obj.get("kind") == "RayJob" else None
+        if submitter:
+            labels = (submitter.get("metadata") or {}).get("labels") or {}
+            out.append(PodShape(f"{_name(obj)}:submitter", labels, ns, 1))
         if obj.get("kind") in ("Deployment", "StatefulSet"):
             labels = obj["spec"]["template"]["metadata"].get("labels") or {}
             out.append(PodShape(_name(obj), labels, ns, int(obj["spec"].get("replicas", 1))))
