@@ -243,6 +243,10 @@ def test_training_accepts_read_write_once_with_one_worker_beside_the_head() -> N
     assert term["topologyKey"] == "kubernetes.io/hostname"
     head_labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
     assert term["labelSelector"]["matchLabels"].items() <= head_labels.items()
+    # The serving head runs no replica, so it mounts no model claim: one pod fewer on the claim.
+    serve = _by_kind(chart_objects("sentiray-serve"), "RayService")[0]["spec"]["rayClusterConfig"]
+    assert "model" not in {v["name"] for v in serve["headGroupSpec"]["template"]["spec"]["volumes"]}
+    assert "model" in {v["name"] for v in serve["workerGroupSpecs"][0]["template"]["spec"]["volumes"]}
     rwx = chart_objects("sentiray-train")
     assert (
         "affinity"

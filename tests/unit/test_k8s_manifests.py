@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sentiray.config import FIELD_SECTION, add_config_arguments
 from tests.k8s_support import (
@@ -115,3 +116,29 @@ def test_entrypoints_use_only_real_training_flags() -> None:
         args = parser.parse_args(argv[3:])
         assert args.name == "sentiray-imdb"
         assert args.resume_if_exists is True
+
+
+def test_plain_manifests_fit_their_pods() -> None:
+    """Issue 13 items 5 and 9, on the plain manifests. Ray Train places one {CPU: cpus-per-worker} bundle per
+    worker and KubeRay gives each Ray node its pod's CPU limit (common/pod.go generateRayStartCommand):
+    the base RayJob asked 4 CPUs of 2-CPU workers and never scheduled. Serve replicas never span nodes:
+    the base RayService's 2-CPU model replica filled a 2-CPU worker, so no ingress replica could share it."""
+    from tests.kuberay_rules import entrypoint_bundles, ray_groups
+
+    for directory in KUSTOMIZE_DIRS:
+        objects = kustomize_objects(directory)
+        job = next(o for o in objects if o["kind"] == "RayJob")
+        parsed = entrypoint_bundles(job["spec"]["entrypoint"])
+        assert parsed is not None
+        bundle = parsed[0][0]
+        worker = next(g for g in ray_groups(job) if g.node_type == "worker")
+        assert bundle["CPU"] <= worker.ray_resources()["CPU"], directory.name
+        service = next(o for o in objects if o["kind"] == "RayService")
+        config = yaml.safe_load(service["spec"]["serveConfigV2"])
+        options = {d["name"]: d["ray_actor_options"] for d in config["applications"][0]["deployments"]}
+        together = options["SentimentModel"]["num_cpus"] + options["SentimentIngress"]["num_cpus"]
+        serve_worker = next(g for g in ray_groups(service) if g.node_type == "worker")
+        assert together <= serve_worker.ray_resources()["CPU"], directory.name
+        # The serving head runs no replica: it mounts no model volume (one claim fewer to attach).
+        head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+        assert not any("persistentVolumeClaim" in v for v in head["volumes"])
