@@ -519,14 +519,17 @@ def rule_gpu_sizing(objects: list[dict[str, Any]]) -> Iterator[str]:
     """GPU pods are sized to what runs on them: a GPU worker pod holding the replicas its GPUs admit and
     one replica of each CPU-only deployment leaves at most one CPU unclaimed (Ray reserves a replica's
     resources exclusively, so the rest of the pod's CPUs idle beside an expensive GPU); and a pod that
-    asks for no GPU does not tolerate the GPU taint (it would take a GPU node's CPUs)."""
+    asks for no GPU does not tolerate the GPU taint (it would take a GPU node's CPUs), unless a required
+    pod affinity ties it to a GPU pod's node."""
     for obj in objects:
-        for g in ray_groups(obj):
+        groups = ray_groups(obj)
+        for g in groups:
             cap = g.ray_resources()
             tolerates_gpu = any(
                 (t.get("key") or "").endswith("gpu") for t in g.template["spec"].get("tolerations") or []
             )
-            if tolerates_gpu and not cap.get("GPU"):
+            follows_gpu = any(o.ray_resources().get("GPU") and _pinned(g, o) for o in groups if o is not g)
+            if tolerates_gpu and not cap.get("GPU") and not follows_gpu:
                 yield f"gpu: {g.owner}: group {g.name} tolerates the GPU taint but asks for no GPU"
         deployments = serve_deployments(obj)
         for g in ray_groups(obj):
@@ -613,8 +616,8 @@ def rule_rayjob_fits(objects: list[dict[str, Any]]) -> Iterator[str]:
 def rule_volumes(objects: list[dict[str, Any]], claims: dict[str, list[str]] | None = None) -> Iterator[str]:
     """A ReadWriteOnce claim attaches to one node: a second pod on another node fails with Multi-Attach
     (Kubernetes attach/detach controller); ReadWriteOncePod admits one pod at all (scheduler
-    VolumeRestrictions). Pods of one claim must then be one pod, or be held on one node by a required
-    pod affinity. Access modes come from the PVCs rendered with the objects, or from `claims`."""
+    VolumeRestrictions). Pods of one claim must then be one pod, or a head and one worker held on one
+    node by a required pod affinity. Access modes come from the PVCs rendered with the objects, or from `claims`."""
     modes = dict(claims or {})
     for obj in objects:
         if obj.get("kind") == "PersistentVolumeClaim":
@@ -637,24 +640,32 @@ def rule_volumes(objects: list[dict[str, Any]], claims: dict[str, list[str]] | N
                 continue
             if "ReadWriteOncePod" in access:
                 yield f"volumes: {_name(obj)}: claim {claim} is ReadWriteOncePod but {count} pods mount it"
-            elif not all(_pinned_to_one_node(g, groups) for g in groups if g.node_type == "worker"):
+            elif not _on_one_node(groups):
                 yield (
                     f"volumes: {_name(obj)}: claim {claim} is ReadWriteOnce but up to {count} pods on "
                     "different nodes mount it (Multi-Attach)"
                 )
 
 
-def _pinned_to_one_node(group: Group, groups: list[Group]) -> bool:
-    head = next((g for g in groups if g.node_type == "head"), None)
-    if head is None:
-        return group.max_replicas <= 1
+def _pinned(group: Group, to: Group) -> bool:
+    """`group` has a required pod affinity onto `to`'s pods on the same node."""
     affinity = (group.template["spec"].get("affinity") or {}).get("podAffinity") or {}
-    for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
-        if term.get("topologyKey") == "kubernetes.io/hostname" and _matches(
-            term.get("labelSelector"), head.pod_labels()
-        ):
-            return True
-    return False
+    return any(
+        term.get("topologyKey") == "kubernetes.io/hostname" and _matches(term.get("labelSelector"), to.pod_labels())
+        for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    )
+
+
+def _on_one_node(groups: list[Group]) -> bool:
+    """Every pod of `groups` lands on one node: at most one worker pod, and the head and it tied together by
+    a required pod affinity one way or the other."""
+    workers = [g for g in groups if g.node_type == "worker"]
+    head = next((g for g in groups if g.node_type == "head"), None)
+    if sum(g.max_replicas for g in workers) > 1:
+        return False
+    if head is None or not workers:
+        return True
+    return all(_pinned(head, w) or _pinned(w, head) for w in workers)
 
 
 # --- rule 8: what reaches the Ray pods ----------------------------------------------------------------

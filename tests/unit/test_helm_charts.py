@@ -231,27 +231,26 @@ def test_cross_field_rules_fail_with_the_key(chart: str, values: dict[str, Any],
 
 def test_training_accepts_read_write_once_with_one_worker_beside_the_head() -> None:
     """Issue 13 item 3: head and worker both mount the claim; a ReadWriteOnce claim attaches to one node
-    (Multi-Attach otherwise), so the worker is held on the head's node by a required pod affinity."""
+    (Multi-Attach otherwise), so the head follows the one worker onto its node by a required pod affinity,
+    tolerating the GPU taint to get there (KubeRay creates workers without waiting for the head:
+    raycluster_controller.go reconcilePods)."""
     objects = chart_objects(
         "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
     )
     assert _by_kind(objects, "PersistentVolumeClaim")[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
     cluster = _by_kind(objects, "RayJob")[0]["spec"]["rayClusterSpec"]
-    term = cluster["workerGroupSpecs"][0]["template"]["spec"]["affinity"]["podAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ][0]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    term = head["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert term["topologyKey"] == "kubernetes.io/hostname"
-    head_labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
-    assert term["labelSelector"]["matchLabels"].items() <= head_labels.items()
+    worker_labels = cluster["workerGroupSpecs"][0]["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= worker_labels.items()
+    assert head["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     # The serving head runs no replica, so it mounts no model claim: one pod fewer on the claim.
     serve = _by_kind(chart_objects("sentiray-serve"), "RayService")[0]["spec"]["rayClusterConfig"]
     assert "model" not in {v["name"] for v in serve["headGroupSpec"]["template"]["spec"]["volumes"]}
     assert "model" in {v["name"] for v in serve["workerGroupSpecs"][0]["template"]["spec"]["volumes"]}
-    rwx = chart_objects("sentiray-train")
-    assert (
-        "affinity"
-        not in _by_kind(rwx, "RayJob")[0]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
-    )
+    rwx = _by_kind(chart_objects("sentiray-train"), "RayJob")[0]["spec"]["rayClusterSpec"]
+    assert not {"affinity", "tolerations"} & set(rwx["headGroupSpec"]["template"]["spec"])
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

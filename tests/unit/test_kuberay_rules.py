@@ -245,9 +245,9 @@ def test_volume_rule_catches_a_read_write_once_claim_on_several_nodes() -> None:
     objects = chart_objects(
         "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
     )
-    assert _findings(objects, "volumes") == []  # the worker is held on the head's node
-    worker = _kind(objects, "RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
-    del worker["affinity"]
+    assert _findings(objects, "volumes") == []  # the head follows the one worker onto its node
+    head = _kind(objects, "RayJob")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    del head["affinity"]
     assert any("ReadWriteOnce but up to 2 pods" in f for f in _findings(objects, "volumes"))
     # The serve chart's claim is not rendered with it: its mode comes from the values.
     serve = chart_objects("sentiray-serve")

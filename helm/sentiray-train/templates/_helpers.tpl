@@ -187,19 +187,24 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- $rwo := and (eq $s.type "pvc") (not (has "ReadWriteMany" $s.pvc.accessModes)) }}
   {{- $tol := list }}
-  {{- if and (not $isHead) $g.gpu.enabled }}
-  {{- $tol = append $tol (dict "key" $g.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") }}
+  {{- /* GPU workers tolerate the GPU taint; with a ReadWriteOnce claim so does the head, which follows
+  the worker onto its node (below). */}}
+  {{- if and $root.Values.workers.gpu.enabled (or (not $isHead) $rwo) }}
+  {{- $tol = append $tol (dict "key" $root.Values.workers.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") }}
   {{- end }}
   {{- with concat $tol ($g.tolerations | default list) }}
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- $affinity := deepCopy ($g.affinity | default dict) }}
-  {{- if and (not $isHead) (eq $s.type "pvc") (not (has "ReadWriteMany" $s.pvc.accessModes)) }}
-  {{- /* A ReadWriteOnce claim attaches to one node: the one worker must run beside the head, which
-  mounts it too, or it fails with Multi-Attach (the validation allows this with one worker only). */}}
-  {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (merge (include "sentiray-train.raySelectorLabels" $root | fromYaml) (dict "app.kubernetes.io/component" "ray-head"))) }}
+  {{- if and $isHead $rwo }}
+  {{- /* A ReadWriteOnce claim attaches to one node, and head and worker both mount it (the validation
+  allows one worker only): the head follows the worker onto its node, or it fails with Multi-Attach.
+  This way round the worker, with its GPU, is placed freely; KubeRay creates the workers without waiting
+  for the head (raycluster_controller.go reconcilePods). */}}
+  {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (merge (include "sentiray-train.raySelectorLabels" $root | fromYaml) (dict "app.kubernetes.io/component" "ray-worker"))) }}
   {{- $_ := set $affinity "podAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
   {{- end }}
   {{- with $affinity }}
