@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentiray.kube.errors import ForbiddenError, KubeError, MissingCRDError, NoClusterError
+from sentiray.kube.manifests import add_helm_ownership
+from sentiray.kube.promotion import artifact_lines
 from sentiray.kube.resources import (
     GROUP,
     RAYJOB,
@@ -27,6 +29,8 @@ from sentiray.kube.resources import (
 log = logging.getLogger(__name__)
 
 SERVE_PORT = 8000
+HTTP_CONFLICT = 409
+HTTP_GONE = 410
 
 
 @contextmanager
@@ -42,9 +46,10 @@ def _api_errors(action: str) -> Iterator[None]:
             reason = _api_message(e)
             raise ForbiddenError(
                 f"{action}: {'forbidden' if e.status == 403 else 'unauthorized'} ({reason}); "
-                "check your credentials and that your RBAC role allows it"
+                "check your credentials and that your RBAC role allows it",
+                status=e.status,
             ) from None
-        raise KubeError(f"{action}: HTTP {e.status} {_api_message(e)}") from None
+        raise KubeError(f"{action}: HTTP {e.status} {_api_message(e)}", status=e.status) from None
     except HTTPError as e:
         raise NoClusterError(f"{action}: cannot reach the Kubernetes API server ({e})") from None
 
@@ -139,8 +144,14 @@ def require_kuberay(cluster: Cluster, *resources: Resource) -> None:
 # --- training ------------------------------------------------------------------------------------
 
 
-def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool = False) -> dict[str, Any]:
-    """Create the RayJob of `docs` (and the PVCs it mounts); returns the RayJob as stored."""
+def create_objects(
+    cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool = False, release: str | None = None
+) -> dict[str, Any]:
+    """Create the RayJob of `docs` (and the PVCs it mounts); returns the RayJob as stored.
+
+    The PVCs outlive the job, and a later `helm install` of the chart would meet them: they get Helm's
+    ownership metadata for `release` (see add_helm_ownership), so Helm adopts them.
+    """
     from kubernetes.client.exceptions import ApiException
 
     rayjobs = [d for d in docs if d.get("kind") == RAYJOB.kind]
@@ -149,6 +160,7 @@ def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool
     for doc in docs:
         kind = doc.get("kind")
         if kind == "PersistentVolumeClaim":
+            add_helm_ownership(doc, release=release, namespace=cluster.namespace)
             with _api_errors(f"creating PersistentVolumeClaim {doc['metadata']['name']}"):
                 try:
                     cluster.core.create_namespaced_persistent_volume_claim(cluster.namespace, doc)
@@ -243,6 +255,7 @@ def follow_rayjob(
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     obj = get_object(cluster, RAYJOB, name)
+    watch_from = obj["metadata"].get("resourceVersion")
     last = _job_summary(obj)
     if on_change:
         on_change(obj)
@@ -260,7 +273,7 @@ def follow_rayjob(
                     cluster.namespace,
                     RAYJOB.plural,
                     field_selector=f"metadata.name={name}",
-                    resource_version=obj["metadata"].get("resourceVersion"),
+                    resource_version=watch_from,
                     timeout_seconds=int(min(remaining or 60, 60)) or 1,
                 ):
                     if event["type"] == "DELETED":
@@ -268,6 +281,7 @@ def follow_rayjob(
                     if event["type"] not in ("ADDED", "MODIFIED"):
                         continue
                     obj = event["object"]
+                    watch_from = obj["metadata"].get("resourceVersion")
                     summary = _job_summary(obj)
                     if summary != last:
                         last = summary
@@ -276,21 +290,36 @@ def follow_rayjob(
                     if is_terminal(obj):
                         break
         except KubeError as e:
-            if "HTTP 410" not in str(e):
+            # 410 Gone: the watch's resourceVersion is older than the server keeps (etcd compaction).
+            if e.status != HTTP_GONE:
                 raise
         except ApiException as e:  # pragma: no cover - _api_errors maps these
             raise KubeError(str(e)) from None
         finally:
             w.stop()
         if not is_terminal(obj):
-            # The watch expired (or its resourceVersion is gone): read the object again and go on.
-            obj = get_object(cluster, RAYJOB, name)
+            # The watch ended (its timeout, or 410): list again and watch from the list's resourceVersion.
+            # Not from the object's: an object that has not changed for a while keeps a resourceVersion
+            # older than what the server still holds, and a watch from it would get 410 forever.
+            obj, watch_from = _list_one(cluster, name)
             summary = _job_summary(obj)
             if summary != last:
                 last = summary
                 if on_change:
                     on_change(obj)
     return obj
+
+
+def _list_one(cluster: Cluster, name: str) -> tuple[dict[str, Any], str | None]:
+    """The RayJob `name` by a list (for the list's resourceVersion, which is current)."""
+    with _api_errors(f"reading RayJob {name}"):
+        listed = cluster.custom.list_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, RAYJOB.plural, field_selector=f"metadata.name={name}"
+        )
+    items = listed.get("items") or []
+    if not items:
+        raise KubeError(f"RayJob {name} was deleted while being followed")
+    return items[0], (listed.get("metadata") or {}).get("resourceVersion")
 
 
 def _pods(cluster: Cluster, selector: str) -> list[Any]:
@@ -392,6 +421,7 @@ def service_report(cluster: Cluster, rayservice: dict[str, Any]) -> list[str]:
             f"{d}={s.get('status')}" for d, s in (app_status.get("serveDeploymentStatuses") or {}).items()
         )
         lines.append(f"  application {app}: {app_status.get('status')} [{deployments}]")
+    lines += artifact_lines(rayservice)
     lines.append(f"  endpoint: {serve_endpoint(cluster, rayservice)}")
     lines += [f"  ingress: {url}" for url in _ingress_urls(cluster, f"{name}-serve-svc")]
     return lines
