@@ -97,6 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Test metric the gate compares (higher is better; default accuracy)",
     )
     promote.add_argument("--force", action="store_true", help="Promote even if the gate refuses")
+    promote.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Only run the gate against the serving artifact; change nothing (e.g. before `helm upgrade`)",
+    )
     service_options(promote)
     cluster_options(promote)
     promote.set_defaults(handler=_promote)
@@ -241,15 +246,20 @@ def _promote(args: argparse.Namespace) -> int:
         app=args.app,
         metric=Metric(args.metric),
         force=args.force,
+        dry_run=args.dry_run,
         read_record=read_serving,
     )
-    if not outcome.changed:
+    if outcome.verdict is None:
         print(f"RayService {outcome.service} already serves {new.artifact}; nothing changed")
         return 0
     if outcome.verdict is not None:
         prefix = "gate overridden (--force): " if not outcome.verdict.allowed else ""
         stream = sys.stderr if not outcome.verdict.compared or prefix else sys.stdout
         print(f"{prefix}{outcome.verdict.message}", file=stream)
+    if args.dry_run:
+        print(f"RayService {outcome.service}: would promote {new.artifact} (serving: {outcome.previous.artifact}); "
+              "nothing changed (--dry-run)")
+        return 0
     print(f"RayService {outcome.service}: promoted {outcome.serving.artifact} (previous: {outcome.previous.artifact})")
     print("Serve replaces the model replicas one by one; follow it with `sentiray k8s status`")
     return 0

@@ -92,12 +92,14 @@ def promote(
     app: str | None = None,
     metric: Metric = Metric.ACCURACY,
     force: bool = False,
+    dry_run: bool = False,
     read_record: Callable[[str], ArtifactRecord | None] | None = None,
 ) -> Outcome:
     """Serve `new` from the RayService unless the gate refuses it (PromotionRefusedError) and not `force`.
 
     `read_record` reads the record of a serving artifact that `sentiray k8s promote` did not put there
-    (installed by Helm, say), so the gate can still compare; None when it cannot be read.
+    (installed by Helm, say), so the gate can still compare; None when it cannot be read. `dry_run`
+    decides (and refuses) as usual but writes nothing: `changed` is then False.
     """
     name = find_service(cluster, service)
     cache: dict[str, ArtifactRecord | None] = {}
@@ -118,6 +120,8 @@ def promote(
                 "nothing was changed (--force promotes it anyway)"
             )
         promoted = new.model_copy(update={"promoted_at": now()})
+        if dry_run:
+            return None, Outcome(name, promoted, serving, False, verdict)
         return with_artifact(current, promoted, serving, app), Outcome(name, promoted, serving, True, verdict)
 
     return _write(cluster, name, decide)

@@ -891,3 +891,19 @@ def test_promote_names_the_service_problems(
     assert kube.updates == 0
     assert main(["k8s", "promote", new, "--service", "a", "--app", "other"]) == 1
     assert "no application 'other' with a `model` arg" in capsys.readouterr().err
+
+
+def test_a_dry_run_runs_the_gate_and_changes_nothing(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What to run before `helm upgrade --set model.uri=...`, which has no gate of its own."""
+    serving = make_artifact(tmp_path, "run-1", 0.90)
+    put_service(kube, serving)
+    better, worse = make_artifact(tmp_path, "run-2", 0.91), make_artifact(tmp_path, "run-3", 0.89)
+    assert main(["k8s", "promote", better, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would promote {better} (serving: {serving})" in out
+    assert main(["k8s", "promote", worse, "--dry-run"]) == 1
+    assert "is worse than the serving artifact's" in capsys.readouterr().err
+    assert kube.updates == 0
+    assert served(kube) == serving
