@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -220,6 +221,11 @@ def _promote(args: argparse.Namespace) -> int:
     from sentiray.kube.resources import RAYSERVICE
 
     # The new artifact's manifest is read before anything else: no cluster call when it is unusable.
+    if "://" not in args.artifact and not Path(args.artifact).is_absolute() and Path(args.artifact).exists():
+        raise ArtifactError(
+            f"{args.artifact}: a path relative to this machine means nothing to the cluster's pods; give the "
+            "location as they see it (an absolute path on their volume, or an s3:// URI)"
+        )
     try:
         new = record_of(args.artifact, read_manifest(args.artifact, args.manifest))
     except ArtifactError as e:

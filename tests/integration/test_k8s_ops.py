@@ -907,3 +907,14 @@ def test_a_dry_run_runs_the_gate_and_changes_nothing(
     assert "is worse than the serving artifact's" in capsys.readouterr().err
     assert kube.updates == 0
     assert served(kube) == serving
+
+
+def test_a_path_relative_to_this_machine_is_refused(
+    kube: FakeKubernetes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_service(kube, make_artifact(tmp_path, "run-1", 0.9))
+    make_artifact(tmp_path, "run-2", 0.95)
+    monkeypatch.chdir(tmp_path)
+    assert main(["k8s", "promote", "run-2"]) == 1
+    assert "a path relative to this machine means nothing to the cluster's pods" in capsys.readouterr().err
+    assert kube.updates == 0
