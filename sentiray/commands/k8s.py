@@ -170,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sentiray.kube import ops
+    from sentiray.kube import ops, status
     from sentiray.kube.promotion import artifact_report
     from sentiray.kube.resources import RAYJOB, RAYSERVICE
 
@@ -197,7 +197,7 @@ def _status(args: argparse.Namespace) -> int:
                 {
                     "name": s["metadata"]["name"],
                     "status": s.get("status") or {},
-                    "endpoint": ops.serve_endpoint(cluster, s),
+                    "endpoint": status.serve_endpoint(cluster, s),
                     "artifacts": artifact_report(s),
                 }
                 for s in services
@@ -208,9 +208,9 @@ def _status(args: argparse.Namespace) -> int:
     if not jobs and not services:
         print(f"no RayJobs or RayServices in namespace {cluster.namespace}")
     for job in jobs:
-        print("\n".join(ops.job_report(job)))
+        print("\n".join(status.job_report(job)))
     for service in services:
-        print("\n".join(ops.service_report(cluster, service)))
+        print("\n".join(status.service_report(cluster, service)))
     return 0
 
 
