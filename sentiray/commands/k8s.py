@@ -1,4 +1,4 @@
-"""`sentiray k8s`: run training as a KubeRay RayJob and report on RayJobs and RayServices."""
+"""`sentiray k8s`: train as a KubeRay RayJob, promote its artifact to a RayService, roll back, report."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "k8s",
         help="Train on and inspect a Kubernetes cluster with KubeRay",
-        description="Create and follow a training RayJob, show RayJob/RayService status, keep the "
-        "Kubernetes copies of serve/config.yaml in sync.",
+        description="Create and follow a training RayJob, promote its artifact to a RayService (and "
+        "roll back), show RayJob/RayService status.",
     )
     sub = parser.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
+
+    def service_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--service", help="RayService name (default: the only one in the namespace)")
+        p.add_argument("--app", help="Serve application (default: the only one with a `model` arg)")
 
     def cluster_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -59,20 +63,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster_options(train)
     train.set_defaults(handler=_train)
 
-    status = sub.add_parser("status", help="Conditions, replicas and endpoint of RayJobs and RayServices")
+    status = sub.add_parser(
+        "status", help="Conditions, replicas, endpoint and serving artifact of RayJobs and RayServices"
+    )
     status.add_argument("--job", help="RayJob name (default: all RayJobs of the namespace)")
     status.add_argument("--service", help="RayService name (default: all RayServices of the namespace)")
     status.add_argument("-o", "--output", choices=["text", "json"], default="text", help="Output format")
     cluster_options(status)
     status.set_defaults(handler=_status)
 
-    sync = sub.add_parser(
-        "sync-serve-config", help="Copy serve/config.yaml into the chart and kustomize bases"
+    promote = sub.add_parser(
+        "promote",
+        help="Serve an artifact from the RayService in place (metric gate, records the previous one)",
+        description="Point the RayService's Serve application at ARTIFACT by changing only its "
+        "serveConfigV2 builder arg `model`: KubeRay applies that to the running cluster and Serve replaces "
+        "the model replicas one by one, so the endpoint keeps answering. Refused when the artifact's "
+        "recorded test metric is lower than the serving artifact's on the same test data (--force to "
+        "promote anyway); when the two were tested on different data they are not compared, and the "
+        "command says so. The artifact serving before is recorded for `sentiray k8s rollback`.",
     )
-    sync.add_argument("--check", action="store_true", help="Only report stale copies (exit 1 if any)")
-    sync.add_argument("--repo", default=None, help="Repository root (default: the source checkout)")
-    sync.set_defaults(handler=_sync)
+    promote.add_argument("artifact", metavar="ARTIFACT", help="Artifact location as the cluster sees it (path or URI)")
+    promote.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="A local copy of the artifact's sentiray.json, when its location cannot be read from here "
+        "(a path on a cluster volume)",
+    )
+    promote.add_argument(
+        "--metric",
+        # The values of sentiray.kube.promotion.Metric, written out: that module is not imported to build
+        # the parser.
+        choices=("accuracy", "f1", "roc_auc"),
+        default="accuracy",
+        help="Test metric the gate compares (higher is better; default accuracy)",
+    )
+    promote.add_argument("--force", action="store_true", help="Promote even if the gate refuses")
+    promote.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Only run the gate against the serving artifact; change nothing (e.g. before `helm upgrade`)",
+    )
+    service_options(promote)
+    cluster_options(promote)
+    promote.set_defaults(handler=_promote)
 
+    rollback = sub.add_parser(
+        "rollback",
+        help="Serve the previously promoted artifact again",
+        description="Return the RayService to the artifact it served before the last promotion or "
+        "rollback (in place, like promote; no metric gate). Running it twice returns to where you began.",
+    )
+    service_options(rollback)
+    cluster_options(rollback)
+    rollback.set_defaults(handler=_rollback)
 
 def _print_change(obj: dict[str, Any]) -> None:
     from sentiray.kube.ops import describe_job_change
@@ -98,7 +141,9 @@ def _train(args: argparse.Namespace) -> int:
             set_values=args.set_values,
         )
     ops.require_kuberay(cluster, RAYJOB)
-    created = ops.create_objects(cluster, docs, attach=args.attach)
+    created = ops.create_objects(
+        cluster, docs, attach=args.attach, release=None if args.manifest else args.release
+    )
     name = created["metadata"]["name"]
     print(f"RayJob {name} in namespace {cluster.namespace}", flush=True)
     if args.no_follow:
@@ -125,7 +170,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sentiray.kube import ops
+    from sentiray.kube import ops, status
+    from sentiray.kube.promotion import artifact_report
     from sentiray.kube.resources import RAYJOB, RAYSERVICE
 
     cluster = ops.connect(args.kubeconfig, args.context, args.namespace)
@@ -151,7 +197,8 @@ def _status(args: argparse.Namespace) -> int:
                 {
                     "name": s["metadata"]["name"],
                     "status": s.get("status") or {},
-                    "endpoint": ops.serve_endpoint(cluster, s),
+                    "endpoint": status.serve_endpoint(cluster, s),
+                    "artifacts": artifact_report(s),
                 }
                 for s in services
             ],
@@ -161,19 +208,78 @@ def _status(args: argparse.Namespace) -> int:
     if not jobs and not services:
         print(f"no RayJobs or RayServices in namespace {cluster.namespace}")
     for job in jobs:
-        print("\n".join(ops.job_report(job)))
+        print("\n".join(status.job_report(job)))
     for service in services:
-        print("\n".join(ops.service_report(cluster, service)))
+        print("\n".join(status.service_report(cluster, service)))
     return 0
 
 
-def _sync(args: argparse.Namespace) -> int:
-    from sentiray.kube.serveconfig import sync
+def _promote(args: argparse.Namespace) -> int:
+    from sentiray.errors import ArtifactError
+    from sentiray.kube import ops, rollout
+    from sentiray.kube.promotion import ArtifactRecord, Metric, read_manifest, record_of
+    from sentiray.kube.resources import RAYSERVICE
 
-    repo = Path(args.repo) if args.repo else Path(__file__).resolve().parents[2]
-    stale = sync(repo, check=args.check)
-    for path in stale:
-        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(repo)}")
-    if not stale:
-        print("the Kubernetes copies of serve/config.yaml are up to date")
-    return 1 if stale and args.check else 0
+    # The new artifact's manifest is read before anything else: no cluster call when it is unusable.
+    if "://" not in args.artifact and not Path(args.artifact).is_absolute() and Path(args.artifact).exists():
+        raise ArtifactError(
+            f"{args.artifact}: a path relative to this machine means nothing to the cluster's pods; give the "
+            "location as they see it (an absolute path on their volume, or an s3:// URI)"
+        )
+    try:
+        new = record_of(args.artifact, read_manifest(args.artifact, args.manifest))
+    except ArtifactError as e:
+        if not args.force:
+            raise ArtifactError(
+                f"{e}; pass --manifest with a local copy of it, or --force to promote without a metric check"
+            ) from None
+        print(f"warning: {e}; promoting without metrics (--force)", file=sys.stderr)
+        new = ArtifactRecord(artifact=args.artifact)
+
+    def read_serving(location: str) -> ArtifactRecord | None:
+        try:
+            return record_of(location, read_manifest(location))
+        except ArtifactError as e:
+            print(f"note: the serving artifact's metrics are unknown here: {e}", file=sys.stderr)
+            return None
+
+    cluster = ops.connect(args.kubeconfig, args.context, args.namespace)
+    ops.require_kuberay(cluster, RAYSERVICE)
+    outcome = rollout.promote(
+        cluster,
+        new,
+        service=args.service,
+        app=args.app,
+        metric=Metric(args.metric),
+        force=args.force,
+        dry_run=args.dry_run,
+        read_record=read_serving,
+    )
+    if outcome.verdict is None:
+        print(f"RayService {outcome.service} already serves {new.artifact}; nothing changed")
+        return 0
+    if outcome.verdict is not None:
+        prefix = "gate overridden (--force): " if not outcome.verdict.allowed else ""
+        stream = sys.stderr if not outcome.verdict.compared or prefix else sys.stdout
+        print(f"{prefix}{outcome.verdict.message}", file=stream)
+    if args.dry_run:
+        print(f"RayService {outcome.service}: would promote {new.artifact} (serving: {outcome.previous.artifact}); "
+              "nothing changed (--dry-run)")
+        return 0
+    print(f"RayService {outcome.service}: promoted {outcome.serving.artifact} (previous: {outcome.previous.artifact})")
+    print("Serve replaces the model replicas one by one; follow it with `sentiray k8s status`")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from sentiray.kube import ops, rollout
+    from sentiray.kube.resources import RAYSERVICE
+
+    cluster = ops.connect(args.kubeconfig, args.context, args.namespace)
+    ops.require_kuberay(cluster, RAYSERVICE)
+    outcome = rollout.rollback(cluster, service=args.service, app=args.app)
+    print(
+        f"RayService {outcome.service}: rolled back to {outcome.serving.artifact} "
+        f"(previous: {outcome.previous.artifact})"
+    )
+    return 0

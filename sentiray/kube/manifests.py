@@ -61,6 +61,36 @@ def render_chart(
     return docs
 
 
+# Helm v4 adopts an existing object into a release only when it carries these, with these values
+# (helm/helm pkg/action/validate.go, checkOwnership); otherwise `helm install` stops with "exists and
+# cannot be imported into the current release: invalid ownership metadata".
+HELM_MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
+HELM_RELEASE_NAME = "meta.helm.sh/release-name"
+HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+
+
+def add_helm_ownership(doc: dict[str, Any], *, release: str | None, namespace: str) -> dict[str, Any]:
+    """Mark an object the chart renders as the release's, so a later `helm install` of the same release
+    in the same namespace adopts it instead of failing on it.
+
+    With `release` None (a manifest file), an object already labelled managed-by Helm takes its release
+    from its `app.kubernetes.io/instance` label (the chart's `.Release.Name`); others stay untouched.
+    """
+    meta = doc.setdefault("metadata", {})
+    labels = meta.get("labels") or {}
+    if release is None:
+        if labels.get(HELM_MANAGED_BY[0]) != HELM_MANAGED_BY[1] or not labels.get("app.kubernetes.io/instance"):
+            return doc
+        release = str(labels["app.kubernetes.io/instance"])
+    meta["labels"] = {**labels, HELM_MANAGED_BY[0]: HELM_MANAGED_BY[1]}
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        HELM_RELEASE_NAME: release,
+        HELM_RELEASE_NAMESPACE: namespace,
+    }
+    return doc
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in override.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentiray.kube.errors import ForbiddenError, KubeError, MissingCRDError, NoClusterError
+from sentiray.kube.manifests import add_helm_ownership
 from sentiray.kube.resources import (
     GROUP,
     RAYJOB,
@@ -26,7 +27,8 @@ from sentiray.kube.resources import (
 
 log = logging.getLogger(__name__)
 
-SERVE_PORT = 8000
+HTTP_CONFLICT = 409
+HTTP_GONE = 410
 
 
 @contextmanager
@@ -42,9 +44,10 @@ def _api_errors(action: str) -> Iterator[None]:
             reason = _api_message(e)
             raise ForbiddenError(
                 f"{action}: {'forbidden' if e.status == 403 else 'unauthorized'} ({reason}); "
-                "check your credentials and that your RBAC role allows it"
+                "check your credentials and that your RBAC role allows it",
+                status=e.status,
             ) from None
-        raise KubeError(f"{action}: HTTP {e.status} {_api_message(e)}") from None
+        raise KubeError(f"{action}: HTTP {e.status} {_api_message(e)}", status=e.status) from None
     except HTTPError as e:
         raise NoClusterError(f"{action}: cannot reach the Kubernetes API server ({e})") from None
 
@@ -139,8 +142,14 @@ def require_kuberay(cluster: Cluster, *resources: Resource) -> None:
 # --- training ------------------------------------------------------------------------------------
 
 
-def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool = False) -> dict[str, Any]:
-    """Create the RayJob of `docs` (and the PVCs it mounts); returns the RayJob as stored."""
+def create_objects(
+    cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool = False, release: str | None = None
+) -> dict[str, Any]:
+    """Create the RayJob of `docs` (and the PVCs it mounts); returns the RayJob as stored.
+
+    The PVCs outlive the job, and a later `helm install` of the chart would meet them: they get Helm's
+    ownership metadata for `release` (see add_helm_ownership), so Helm adopts them.
+    """
     from kubernetes.client.exceptions import ApiException
 
     rayjobs = [d for d in docs if d.get("kind") == RAYJOB.kind]
@@ -149,6 +158,7 @@ def create_objects(cluster: Cluster, docs: list[dict[str, Any]], *, attach: bool
     for doc in docs:
         kind = doc.get("kind")
         if kind == "PersistentVolumeClaim":
+            add_helm_ownership(doc, release=release, namespace=cluster.namespace)
             with _api_errors(f"creating PersistentVolumeClaim {doc['metadata']['name']}"):
                 try:
                     cluster.core.create_namespaced_persistent_volume_claim(cluster.namespace, doc)
@@ -243,6 +253,7 @@ def follow_rayjob(
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     obj = get_object(cluster, RAYJOB, name)
+    watch_from = obj["metadata"].get("resourceVersion")
     last = _job_summary(obj)
     if on_change:
         on_change(obj)
@@ -260,7 +271,7 @@ def follow_rayjob(
                     cluster.namespace,
                     RAYJOB.plural,
                     field_selector=f"metadata.name={name}",
-                    resource_version=obj["metadata"].get("resourceVersion"),
+                    resource_version=watch_from,
                     timeout_seconds=int(min(remaining or 60, 60)) or 1,
                 ):
                     if event["type"] == "DELETED":
@@ -268,6 +279,7 @@ def follow_rayjob(
                     if event["type"] not in ("ADDED", "MODIFIED"):
                         continue
                     obj = event["object"]
+                    watch_from = obj["metadata"].get("resourceVersion")
                     summary = _job_summary(obj)
                     if summary != last:
                         last = summary
@@ -276,21 +288,36 @@ def follow_rayjob(
                     if is_terminal(obj):
                         break
         except KubeError as e:
-            if "HTTP 410" not in str(e):
+            # 410 Gone: the watch's resourceVersion is older than the server keeps (etcd compaction).
+            if e.status != HTTP_GONE:
                 raise
         except ApiException as e:  # pragma: no cover - _api_errors maps these
             raise KubeError(str(e)) from None
         finally:
             w.stop()
         if not is_terminal(obj):
-            # The watch expired (or its resourceVersion is gone): read the object again and go on.
-            obj = get_object(cluster, RAYJOB, name)
+            # The watch ended (its timeout, or 410): list again and watch from the list's resourceVersion.
+            # Not from the object's: an object that has not changed for a while keeps a resourceVersion
+            # older than what the server still holds, and a watch from it would get 410 forever.
+            obj, watch_from = _list_one(cluster, name)
             summary = _job_summary(obj)
             if summary != last:
                 last = summary
                 if on_change:
                     on_change(obj)
     return obj
+
+
+def _list_one(cluster: Cluster, name: str) -> tuple[dict[str, Any], str | None]:
+    """The RayJob `name` by a list (for the list's resourceVersion, which is current)."""
+    with _api_errors(f"reading RayJob {name}"):
+        listed = cluster.custom.list_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, RAYJOB.plural, field_selector=f"metadata.name={name}"
+        )
+    items = listed.get("items") or []
+    if not items:
+        raise KubeError(f"RayJob {name} was deleted while being followed")
+    return items[0], (listed.get("metadata") or {}).get("resourceVersion")
 
 
 def _pods(cluster: Cluster, selector: str) -> list[Any]:
@@ -323,9 +350,6 @@ def read_job_result(cluster: Cluster, rayjob: dict[str, Any]) -> dict[str, Any] 
     return None
 
 
-# --- status --------------------------------------------------------------------------------------
-
-
 def list_objects(cluster: Cluster, resource: Resource) -> list[dict[str, Any]]:
     """All objects of a KubeRay resource in the namespace."""
     with _api_errors(f"listing {resource.plural}"):
@@ -333,87 +357,3 @@ def list_objects(cluster: Cluster, resource: Resource) -> list[dict[str, Any]]:
             GROUP, VERSION, cluster.namespace, resource.plural
         )
     return list(listed.get("items", []))
-
-
-def serve_endpoint(cluster: Cluster, rayservice: dict[str, Any]) -> str:
-    """In-cluster URL of the RayService's Serve Service (KubeRay names it <name>-serve-svc)."""
-    name = rayservice["metadata"]["name"]
-    return f"http://{name}-serve-svc.{cluster.namespace}.svc:{SERVE_PORT}"
-
-
-def job_report(rayjob: dict[str, Any]) -> list[str]:
-    """Human-readable lines about a RayJob."""
-    status = rayjob.get("status") or {}
-    meta = rayjob["metadata"]
-    spec = rayjob.get("spec") or {}
-    workers = sum(
-        int(g.get("replicas", 0)) for g in (spec.get("rayClusterSpec") or {}).get("workerGroupSpecs", [])
-    )
-    cluster_status = status.get("rayClusterStatus") or {}
-    lines = [
-        f"RayJob {meta['name']}: {describe_job_change(rayjob)}",
-        f"  cluster: {status.get('rayClusterName') or '-'} "
-        f"(workers ready {cluster_status.get('readyWorkerReplicas', 0)}/{workers})",
-        f"  attempts: succeeded {status.get('succeeded') or 0}, failed {status.get('failed') or 0} "
-        f"(backoffLimit {spec.get('backoffLimit', 0)})",
-    ]
-    if status.get("dashboardURL"):
-        lines.append(f"  dashboard: http://{status['dashboardURL']}")
-    for c in cluster_status.get("conditions") or []:
-        lines.append(
-            f"  cluster condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip()
-        )
-    return lines
-
-
-def service_report(cluster: Cluster, rayservice: dict[str, Any]) -> list[str]:
-    """Human-readable lines about a RayService: conditions, applications, replicas, endpoint."""
-    status = rayservice.get("status") or {}
-    name = rayservice["metadata"]["name"]
-    active = status.get("activeServiceStatus") or {}
-    pending = status.get("pendingServiceStatus") or {}
-    cluster_status = active.get("rayClusterStatus") or {}
-    lines = [f"RayService {name}: {status.get('serviceStatus') or 'NotReady'}"]
-    for c in status.get("conditions") or []:
-        lines.append(f"  condition {c.get('type')}={c.get('status')} {c.get('reason') or ''}".rstrip())
-    lines.append(f"  active cluster: {active.get('rayClusterName') or '-'}")
-    if pending.get("rayClusterName"):
-        lines.append(f"  pending cluster (upgrade in progress): {pending['rayClusterName']}")
-    lines.append(
-        f"  workers: ready {cluster_status.get('readyWorkerReplicas', 0)}, "
-        f"desired {cluster_status.get('desiredWorkerReplicas', 0)} "
-        f"(min {cluster_status.get('minWorkerReplicas', '-')}, "
-        f"max {cluster_status.get('maxWorkerReplicas', '-')}), "
-        f"GPUs {cluster_status.get('desiredGPU', '0')}"
-    )
-    lines.append(f"  serve endpoints: {status.get('numServeEndpoints', 0)}")
-    for app, app_status in (active.get("applicationStatuses") or {}).items():
-        deployments = ", ".join(
-            f"{d}={s.get('status')}" for d, s in (app_status.get("serveDeploymentStatuses") or {}).items()
-        )
-        lines.append(f"  application {app}: {app_status.get('status')} [{deployments}]")
-    lines.append(f"  endpoint: {serve_endpoint(cluster, rayservice)}")
-    lines += [f"  ingress: {url}" for url in _ingress_urls(cluster, f"{name}-serve-svc")]
-    return lines
-
-
-def _ingress_urls(cluster: Cluster, service: str) -> list[str]:
-    """URLs of Ingresses routing to `service`; none when Ingresses may not be listed."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        items = client.NetworkingV1Api(cluster.api_client).list_namespaced_ingress(cluster.namespace).items
-    except ApiException:
-        return []
-    urls = []
-    for ing in items:
-        if ing.spec is None:
-            continue
-        tls_hosts = {h for t in (ing.spec.tls or []) for h in (t.hosts or [])}
-        for rule in ing.spec.rules or []:
-            for path in (rule.http.paths if rule.http else []) or []:
-                if path.backend.service and path.backend.service.name == service:
-                    scheme = "https" if rule.host in tls_hosts else "http"
-                    urls.append(f"{scheme}://{rule.host}{path.path or '/'}")
-    return urls

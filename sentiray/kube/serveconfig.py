@@ -35,7 +35,7 @@ KUSTOMIZE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 GENERATED_HEADER = (
-    "# Generated from serve/config.yaml by `sentiray k8s sync-serve-config`; do not edit.\n"
+    "# Generated from serve/config.yaml by `make sync-serve-config`; do not edit.\n"
     "# Differs only in builder args (model), ray_actor_options and http_options.host.\n"
 )
 

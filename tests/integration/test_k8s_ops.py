@@ -1,8 +1,11 @@
 """`sentiray k8s` against a stand-in Kubernetes API server in the test process.
 
 The server speaks the real REST paths the `kubernetes` client uses for KubeRay custom resources
-(discovery, create, get, list, watch as newline-delimited JSON events) and for pods and their logs;
-a background thread plays the KubeRay operator, moving a created RayJob through its states.
+(discovery, create, get, list, replace, watch as newline-delimited JSON events) and for pods and their
+logs, with the API server's semantics where the client depends on them: an update must carry the
+object's current resourceVersion (else 409 Conflict, or 422 without one), an update leaves the status
+subresource alone, a watch from a compacted resourceVersion gets an ERROR event with 410 Gone.
+A background thread plays the KubeRay operator, moving a created RayJob through its states.
 No part of the kubernetes client is mocked.
 """
 
@@ -12,7 +15,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,13 @@ class FakeKubernetes:
         self.cond = threading.Condition()
         self.requests: list[str] = []
         self.watching = threading.Event()  # the operator moves once the client watches: no race
+        # Watches from a resourceVersion below this get 410 Gone (what etcd compaction does).
+        self.compacted_rv = 0
+        # (code, message): the next watch request is answered with this error instead.
+        self.watch_error: tuple[int, str] | None = None
+        # Called on each update before its resourceVersion is checked: another writer racing the client.
+        self.before_update: Callable[[], None] | None = None
+        self.updates = 0
 
     def put(self, plural: str, obj: dict[str, Any], event: str) -> dict[str, Any]:
         with self.cond:
@@ -186,7 +196,12 @@ def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
                     else:
                         self._send(200, obj)
                 else:
-                    items = [o for (p, _), o in state.objects.items() if p == m["plural"]]
+                    only = query.get("fieldSelector", "").removeprefix("metadata.name=")
+                    items = [
+                        o
+                        for (p, n), o in state.objects.items()
+                        if p == m["plural"] and (not only or n == only)
+                    ]
                     self._send(
                         200,
                         {
@@ -252,11 +267,29 @@ def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
             name = query.get("fieldSelector", "").removeprefix("metadata.name=")
             since = int(query.get("resourceVersion") or 0)
             deadline = time.monotonic() + float(query.get("timeoutSeconds", 5))
+            if state.watch_error is not None:
+                code, message = state.watch_error
+                state.watch_error = None
+                self._status(code, "InternalError", message)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             sent = since
+            if since and since < state.compacted_rv:
+                # The API server answers an expired watch with 200 and one ERROR event holding a Status.
+                gone = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Expired",
+                    "message": f"too old resource version: {since} ({state.compacted_rv})",
+                    "code": 410,
+                }
+                line = (json.dumps({"type": "ERROR", "object": gone}) + "\n").encode()
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n")
+                return
             state.watching.set()
             while time.monotonic() < deadline:
                 with state.cond:
@@ -301,6 +334,50 @@ def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
             if m["plural"] == "rayjobs":
                 threading.Thread(target=state.operate_rayjob, args=(name,), daemon=True).start()
 
+        def do_PUT(self) -> None:  # noqa: N802
+            """Replace a custom object: optimistic concurrency on metadata.resourceVersion."""
+            if not self._guard():
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            m = custom.match(urlparse(self.path).path)
+            if not m or not m["name"] or not state.crds:
+                self._status(404, "NotFound", "the server could not find the requested resource")
+                return
+            if state.before_update is not None:
+                state.before_update()
+            key = (m["plural"], m["name"])
+            with state.cond:
+                stored = state.objects.get(key)
+                if stored is None:
+                    self._status(404, "NotFound", f'{m["plural"]}.ray.io "{m["name"]}" not found')
+                    return
+                rv = body.get("metadata", {}).get("resourceVersion")
+                if not rv:
+                    self._status(
+                        422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                    )
+                    return
+                if rv != stored["metadata"]["resourceVersion"]:
+                    self._status(
+                        409,
+                        "Conflict",
+                        f'Operation cannot be fulfilled on {m["plural"]}.ray.io "{m["name"]}": the object has '
+                        "been modified; please apply your changes to the latest version and try again",
+                    )
+                    return
+                # The status subresource is written through /status only; an update keeps the stored one.
+                if "status" in stored:
+                    body["status"] = stored["status"]
+                else:
+                    body.pop("status", None)
+                generation = int(stored["metadata"].get("generation", 1))
+                if body.get("spec") != stored.get("spec"):
+                    generation += 1
+                body["metadata"]["generation"] = generation
+                state.updates += 1
+                updated = state.put(m["plural"], body, "MODIFIED")
+            self._send(200, updated)
+
     return Handler
 
 
@@ -311,7 +388,8 @@ def kube(
     state = FakeKubernetes(**getattr(request, "param", {}))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it, once per test.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     config = {
         "apiVersion": "v1",
@@ -495,3 +573,349 @@ def test_no_cluster_is_named(
     (tmp_path / "gone").write_text(yaml.safe_dump(config))
     assert main(["k8s", "status", "--kubeconfig", str(tmp_path / "gone")]) == 1
     assert "cannot reach the Kubernetes API server" in capsys.readouterr().err
+
+
+# --- watch errors --------------------------------------------------------------------------------
+
+
+def test_a_watch_expired_by_compaction_resumes_from_a_fresh_list(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """410 Gone on a watch: the follower lists again and watches from the list's resourceVersion.
+
+    The RayJob exists already (--attach) and has not changed since, so its own resourceVersion is below
+    the compaction point: watching from it again would get 410 forever."""
+    job = next(o for o in chart_objects("sentiray-train") if o["kind"] == "RayJob")
+    job["metadata"].update(namespace=NS, uid="uid-1")
+    kube.put("rayjobs", job, "ADDED")
+    other = json.loads(json.dumps(job))
+    other["metadata"]["name"] = "unrelated"
+    kube.put("rayjobs", other, "ADDED")  # the cluster moves on
+    kube.compacted_rv = kube.rv
+    threading.Thread(target=kube.operate_rayjob, args=(job["metadata"]["name"],), daemon=True).start()
+    code = main(["k8s", "train", "-f", str(_manifest(tmp_path)), "--attach", "--timeout", "20"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "deployment=Complete job=SUCCEEDED" in captured.out
+    watches = [r for r in kube.requests if "watch=true" in r]
+    assert len(watches) >= 2
+    assert f"resourceVersion={kube.compacted_rv}" in watches[1]
+
+
+def test_an_error_that_only_mentions_410_is_not_taken_for_one(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The follower acts on the API's status code, not on words in a message."""
+    kube.watch_error = (500, "etcd leader changed; earlier answer was HTTP 410 Gone")
+    code = main(["k8s", "train", "-f", str(_manifest(tmp_path)), "--timeout", "20"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "watching RayJob rel-sentiray-train: HTTP 500" in err
+
+
+# --- the PVC and Helm ----------------------------------------------------------------------------
+
+
+def helm_ownership_errors(obj: dict[str, Any], release: str, namespace: str) -> list[str]:
+    """Helm v4's adoption rule for an existing object (helm/helm pkg/action/validate.go,
+    checkOwnership): the managed-by label and both release annotations, with these exact values."""
+    meta = obj.get("metadata", {})
+    wanted = [
+        (meta.get("labels") or {}, "app.kubernetes.io/managed-by", "Helm"),
+        (meta.get("annotations") or {}, "meta.helm.sh/release-name", release),
+        (meta.get("annotations") or {}, "meta.helm.sh/release-namespace", namespace),
+    ]
+    return [f"{key}={got.get(key)!r}, must be {value!r}" for got, key, value in wanted if got.get(key) != value]
+
+
+def test_the_created_claim_can_be_adopted_by_helm(kube: FakeKubernetes, capsys: pytest.CaptureFixture[str]) -> None:
+    chart = str(REPO / "helm" / "sentiray-train")
+    assert main(["k8s", "train", "--chart", chart, "--release", "exp1", "--no-follow"]) == 0, capsys.readouterr()
+    claim = kube.claims["sentiray-runs"]
+    assert helm_ownership_errors(claim, "exp1", NS) == []
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # the chart's own stays
+    assert helm_ownership_errors(claim, "other", NS) != []  # the rule has teeth: another release may not
+
+
+def test_a_claim_from_a_helm_template_file_takes_its_release_from_the_instance_label(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["k8s", "train", "-f", str(_manifest(tmp_path)), "--no-follow"]) == 0, capsys.readouterr()
+    assert helm_ownership_errors(kube.claims["sentiray-runs"], "rel", NS) == []
+
+
+# --- promotion, rollback, status -----------------------------------------------------------------
+
+TEST_SHA = "7" * 64
+
+
+def make_artifact(
+    root: Path, name: str, accuracy: float | None, *, test_sha: str = TEST_SHA, test_rows: int = 500
+) -> str:
+    """An artifact folder with a real manifest (only the manifest is read by promotion)."""
+    from sentiray.artifact import ArtifactManifest
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    manifest = ArtifactManifest(
+        labels={0: "NEGATIVE", 1: "POSITIVE"},
+        max_length=64,
+        truncation="head_tail",
+        base_model="tiny",
+        dataset={
+            "source": "folder:/data/imdb",
+            "sha256": {"/data/imdb/train.parquet": "1" * 64, "/data/imdb/test.parquet": test_sha},
+            "rows": {"train": 1000, "validation": 100, "test": test_rows},
+        },
+        test_metrics=None if accuracy is None else {"accuracy": accuracy, "f1": accuracy - 0.01, "n": test_rows},
+        training_config={"data": {"max_test_samples": None, "data_seed": 42}},
+        created_at="2026-01-01T00:00:00+00:00",
+        files={"model.safetensors": "0" * 64},
+    )
+    (folder / "sentiray.json").write_text(manifest.model_dump_json())
+    return str(folder)
+
+
+def put_service(kube: FakeKubernetes, model: str, name: str = "sentiray") -> dict[str, Any]:
+    """The serve chart's RayService, running `model`, as the operator leaves it."""
+    service = next(
+        o
+        for o in chart_objects("sentiray-serve", {"model": {"uri": model}}, release=name)
+        if o["kind"] == "RayService"
+    )
+    service["metadata"].update(name=name, namespace=NS, generation=1)
+    service["status"] = {"serviceStatus": "Running", "activeServiceStatus": {"rayClusterName": f"{name}-x7k2p"}}
+    return kube.put("rayservices", service, "ADDED")
+
+
+def served(kube: FakeKubernetes, name: str = "sentiray") -> str:
+    config = yaml.safe_load(kube.objects[("rayservices", name)]["spec"]["serveConfigV2"])
+    return str(config["applications"][0]["args"]["model"])
+
+
+def record(kube: FakeKubernetes, which: str, name: str = "sentiray") -> dict[str, Any]:
+    annotations = kube.objects[("rayservices", name)]["metadata"].get("annotations") or {}
+    return dict(json.loads(annotations[f"sentiray.io/{which}-artifact"]))
+
+
+def test_promote_changes_only_the_model_arg_and_records_the_previous(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = make_artifact(tmp_path, "run-1", 0.90)
+    new = make_artifact(tmp_path, "run-2", 0.92)
+    before = put_service(kube, old)
+    before = json.loads(json.dumps(before))
+    assert main(["k8s", "promote", new]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "test accuracy 0.9200 against the serving artifact's 0.9000" in out
+    after = kube.objects[("rayservices", "sentiray")]
+    assert served(kube) == new
+    # In place: the cluster spec (whose change would make KubeRay build a new cluster) is untouched, and
+    # the Serve config differs in the model arg alone.
+    assert after["spec"]["rayClusterConfig"] == before["spec"]["rayClusterConfig"]
+    old_config, new_config = (yaml.safe_load(o["spec"]["serveConfigV2"]) for o in (before, after))
+    old_config["applications"][0]["args"]["model"] = new
+    assert new_config == old_config
+    assert after["status"] == before["status"]
+    assert kube.updates == 1
+    assert record(kube, "serving")["artifact"] == new
+    assert record(kube, "serving")["test_metrics"]["accuracy"] == 0.92
+    assert record(kube, "previous")["artifact"] == old  # read from its manifest: Helm installed it
+    assert record(kube, "previous")["test_metrics"]["accuracy"] == 0.90
+
+
+def test_a_worse_artifact_is_refused_and_nothing_changes(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = make_artifact(tmp_path, "run-1", 0.92)
+    worse = make_artifact(tmp_path, "run-2", 0.88)
+    put_service(kube, good)
+    stored = json.dumps(kube.objects[("rayservices", "sentiray")], sort_keys=True)
+    assert main(["k8s", "promote", worse]) == 1
+    err = capsys.readouterr().err
+    assert "test accuracy 0.8800 is worse than the serving artifact's 0.9200" in err
+    assert "nothing was changed" in err
+    assert "--force" in err
+    assert json.dumps(kube.objects[("rayservices", "sentiray")], sort_keys=True) == stored
+    assert kube.updates == 0
+    assert main(["k8s", "promote", worse, "--force"]) == 0
+    assert "gate overridden (--force)" in capsys.readouterr().err
+    assert served(kube) == worse
+    assert record(kube, "previous")["artifact"] == good
+
+
+def test_metrics_on_different_test_data_are_not_compared(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serving = make_artifact(tmp_path, "run-1", 0.95)
+    other_data = make_artifact(tmp_path, "run-2", 0.80, test_sha="8" * 64)
+    fewer_rows = make_artifact(tmp_path, "run-3", 0.70, test_rows=100)
+    put_service(kube, serving)
+    assert main(["k8s", "promote", other_data]) == 0
+    err = capsys.readouterr().err
+    assert "test metrics not compared: they were tested on different data" in err
+    assert "sha256 888888888888" in err and "sha256 777777777777" in err
+    assert served(kube) == other_data
+    assert main(["k8s", "promote", fewer_rows]) == 0
+    assert "100 rows" in capsys.readouterr().err
+    assert served(kube) == fewer_rows
+
+
+def test_an_unreadable_serving_artifact_is_said_and_not_compared(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_service(kube, "/mnt/sentiray/runs/sentiray-imdb/artifact")  # a cluster volume: not here
+    new = make_artifact(tmp_path, "run-2", 0.9)
+    assert main(["k8s", "promote", new]) == 0
+    err = capsys.readouterr().err
+    assert "the serving artifact's metrics are unknown here" in err
+    assert "has no recorded test accuracy" in err
+    assert served(kube) == new
+
+
+def test_an_unreadable_new_artifact_is_refused_before_any_cluster_call(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_service(kube, make_artifact(tmp_path, "run-1", 0.9))
+    missing = str(tmp_path / "nowhere")
+    assert main(["k8s", "promote", missing]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the artifact's manifest" in err
+    assert "--manifest" in err
+    assert kube.requests == []
+    # A local copy of the manifest stands in for a location on a cluster volume.
+    copy = make_artifact(tmp_path, "copy", 0.93)
+    assert main(["k8s", "promote", "/mnt/runs/run-2/artifact", "--manifest", f"{copy}/sentiray.json"]) == 0
+    assert served(kube) == "/mnt/runs/run-2/artifact"
+    assert record(kube, "serving")["test_metrics"]["accuracy"] == 0.93
+
+
+def test_rollback_returns_to_the_previous_artifact_and_back(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = make_artifact(tmp_path, "run-1", 0.90)
+    second = make_artifact(tmp_path, "run-2", 0.91)
+    put_service(kube, first)
+    assert main(["k8s", "rollback"]) == 1
+    assert "records no previous artifact" in capsys.readouterr().err
+    assert kube.updates == 0
+    assert main(["k8s", "promote", second]) == 0
+    assert main(["k8s", "rollback"]) == 0
+    assert f"rolled back to {first}" in capsys.readouterr().out
+    assert served(kube) == first
+    assert record(kube, "serving")["test_metrics"]["accuracy"] == 0.90
+    assert record(kube, "previous")["artifact"] == second
+    assert main(["k8s", "rollback"]) == 0
+    assert served(kube) == second
+
+
+def test_status_shows_the_serving_and_previous_artifacts(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = make_artifact(tmp_path, "run-1", 0.90)
+    second = make_artifact(tmp_path, "run-2", 0.9123)
+    put_service(kube, first)
+    assert main(["k8s", "status", "--service", "sentiray"]) == 0
+    out = capsys.readouterr().out
+    assert f"serving artifact: {first}; no test metrics recorded" in out
+    assert "set outside `sentiray k8s promote`" in out
+    assert "previous artifact: none recorded" in out
+    assert main(["k8s", "promote", second]) == 0
+    capsys.readouterr()
+    assert main(["k8s", "status", "--service", "sentiray"]) == 0
+    out = capsys.readouterr().out
+    assert f"serving artifact: {second}; accuracy 0.9123, f1 0.9023; test data 500 rows" in out
+    assert f"previous artifact: {first}; accuracy 0.9000" in out
+    assert main(["k8s", "status", "--service", "sentiray", "-o", "json"]) == 0
+    artifacts = json.loads(capsys.readouterr().out)["rayservices"][0]["artifacts"]
+    assert artifacts["serving"]["artifact"] == second
+    assert artifacts["recorded"] is True
+    assert artifacts["previous"]["test_metrics"]["accuracy"] == 0.90
+
+
+def test_a_concurrent_change_is_retried_on_the_fresh_object(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_service(kube, make_artifact(tmp_path, "run-1", 0.90))
+    new = make_artifact(tmp_path, "run-2", 0.91)
+    raced = []
+
+    def operator_writes_first() -> None:
+        if not raced:  # once: the operator touches the object between our read and our write
+            obj = json.loads(json.dumps(kube.objects[("rayservices", "sentiray")]))
+            obj["metadata"].setdefault("labels", {})["touched"] = "yes"
+            kube.put("rayservices", obj, "MODIFIED")
+            raced.append(True)
+
+    kube.before_update = operator_writes_first
+    assert main(["k8s", "promote", new]) == 0, capsys.readouterr()
+    stored = kube.objects[("rayservices", "sentiray")]
+    assert stored["metadata"]["labels"]["touched"] == "yes"  # the other writer's change survives
+    assert served(kube) == new
+    assert sum(r.startswith("PUT") for r in kube.requests) == 2
+
+
+def test_a_service_that_keeps_changing_is_left_alone(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = make_artifact(tmp_path, "run-1", 0.90)
+    put_service(kube, old)
+    new = make_artifact(tmp_path, "run-2", 0.91)
+
+    def always() -> None:
+        obj = json.loads(json.dumps(kube.objects[("rayservices", "sentiray")]))
+        kube.put("rayservices", obj, "MODIFIED")
+
+    kube.before_update = always
+    assert main(["k8s", "promote", new]) == 1
+    err = capsys.readouterr().err
+    assert "changed 3 times while being updated" in err
+    assert "nothing was changed" in err
+    assert served(kube) == old
+    assert kube.updates == 0
+
+
+def test_promote_names_the_service_problems(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = make_artifact(tmp_path, "run-2", 0.91)
+    assert main(["k8s", "promote", new]) == 1
+    assert "expected one RayService, found none" in capsys.readouterr().err
+    put_service(kube, new, name="a")
+    put_service(kube, new, name="b")
+    assert main(["k8s", "promote", new]) == 1
+    assert "expected one RayService, found a, b; name it with --service" in capsys.readouterr().err
+    assert main(["k8s", "promote", new, "--service", "missing"]) == 1
+    assert "RayService missing not found in namespace ml" in capsys.readouterr().err
+    assert main(["k8s", "promote", new, "--service", "a"]) == 0
+    assert "already serves" in capsys.readouterr().out
+    assert kube.updates == 0
+    assert main(["k8s", "promote", new, "--service", "a", "--app", "other"]) == 1
+    assert "no application 'other' with a `model` arg" in capsys.readouterr().err
+
+
+def test_a_dry_run_runs_the_gate_and_changes_nothing(
+    kube: FakeKubernetes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What to run before `helm upgrade --set model.uri=...`, which has no gate of its own."""
+    serving = make_artifact(tmp_path, "run-1", 0.90)
+    put_service(kube, serving)
+    better, worse = make_artifact(tmp_path, "run-2", 0.91), make_artifact(tmp_path, "run-3", 0.89)
+    assert main(["k8s", "promote", better, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would promote {better} (serving: {serving})" in out
+    assert main(["k8s", "promote", worse, "--dry-run"]) == 1
+    assert "is worse than the serving artifact's" in capsys.readouterr().err
+    assert kube.updates == 0
+    assert served(kube) == serving
+
+
+def test_a_path_relative_to_this_machine_is_refused(
+    kube: FakeKubernetes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_service(kube, make_artifact(tmp_path, "run-1", 0.9))
+    make_artifact(tmp_path, "run-2", 0.95)
+    monkeypatch.chdir(tmp_path)
+    assert main(["k8s", "promote", "run-2"]) == 1
+    assert "a path relative to this machine means nothing to the cluster's pods" in capsys.readouterr().err
+    assert kube.updates == 0
