@@ -26,7 +26,7 @@ def _serve_config_v2(values: dict[str, Any]) -> dict[str, Any]:
 
 def test_chart_copy_and_kustomize_copies_are_in_sync() -> None:
     """helm/sentiray-serve/files/serve-config.yaml and k8s/**/serve-config.yaml follow serve/config.yaml;
-    if this fails, run `sentiray k8s sync-serve-config`."""
+    if this fails, run `make sync-serve-config`."""
     assert (REPO / CHART_COPY).read_text() == (REPO / SOURCE).read_text()
     assert sync(REPO, check=True) == []
 

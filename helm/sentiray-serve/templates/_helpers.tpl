@@ -232,7 +232,7 @@ Cross-field rules the JSON schema cannot express. Each message names the key to 
 
 {{/*
 serveConfigV2: files/serve-config.yaml (a copy of serve/config.yaml, kept equal by
-`sentiray k8s sync-serve-config` and a test) with only these changes: the builder args that locate
+`make sync-serve-config` and a test) with only these changes: the builder args that locate
 the model and the API token, each deployment's ray_actor_options from values, the proxy bound to all
 interfaces so the Kubernetes Service reaches it, and the Serve settings under `serve:` that are set.
 A change here is applied in place by Serve (no new cluster).
@@ -240,7 +240,7 @@ A change here is applied in place by Serve (no new cluster).
 {{- define "sentiray-serve.serveConfig" -}}
 {{- $cfg := .Files.Get "files/serve-config.yaml" | fromYaml }}
 {{- if not $cfg.applications }}
-{{- fail "files/serve-config.yaml holds no applications: run `sentiray k8s sync-serve-config`" }}
+{{- fail "files/serve-config.yaml holds no applications: run `make sync-serve-config`" }}
 {{- end }}
 {{- $s := .Values.serve }}
 {{- $http := $cfg.http_options | default dict }}
