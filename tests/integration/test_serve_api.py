@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sentiray.config import Precision, Runtime
+from sentiray.model import cpu_has_fast_bf16
 from serve.app import METRIC_NAMES, SentimentModel, build_app
 from serve.schemas import AppArgs
 from tests.integration.conftest import (
@@ -115,8 +116,10 @@ def test_info_and_openapi(api: str, tiny_artifact: Path) -> None:
     assert info["base_model"] == manifest["base_model"]
     assert info["test_metrics"] == manifest["test_metrics"]
     assert info["versions"] == manifest["versions"]
-    # runtime auto on a CPU without fast bf16: ONNX Runtime, int8
-    assert (info["runtime"], info["dtype"]) == ("onnx-int8", "int8")
+    # runtime auto follows sentiray.runtime's rule for this CPU: ONNX Runtime int8 where bf16 is slow
+    # (AVX2-only), PyTorch bf16 where the CPU multiplies bf16 natively (AVX512-BF16/AMX: CI's EPYC has it).
+    expected = ("torch", "bfloat16") if cpu_has_fast_bf16() else ("onnx-int8", "int8")
+    assert (info["runtime"], info["dtype"]) == expected
     assert httpx.get(f"{api}/docs").status_code == 200
     spec = httpx.get(f"{api}/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -256,7 +259,7 @@ def _parity_texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def fp32_api(serve_instance: ServeInstance, tiny_artifact: Path) -> str:
-    """A third application: PyTorch in fp32, explicitly (the default on this CPU is onnx-int8)."""
+    """A third application: PyTorch in fp32, explicitly (the CPU default is onnx-int8 or bf16, by CPU)."""
     from ray import serve
 
     args = AppArgs(model=str(tiny_artifact), model_name="torch-fp32", runtime=Runtime.TORCH, dtype=Precision.FP32)
@@ -281,7 +284,8 @@ def test_parity_fp32_with_the_core_predictor(fp32_api: str, tiny_artifact: Path)
 
 
 def test_parity_int8_default_with_the_core_predictor(api: str, tiny_artifact: Path) -> None:
-    """The default CPU path (onnx-int8) agrees with fp32 PyTorch on the label, and closely on the score.
+    """The default CPU path (onnx-int8, or PyTorch bf16 on CPUs with fast bf16) agrees with fp32 PyTorch on
+    the label, and closely on the score.
 
     Dynamic int8 quantizes activations per batch, so a text's score moves slightly with its batch peers:
     the tolerance is the bf16 one, not fp32's.
