@@ -236,7 +236,9 @@ def evaluate(
     logits = np.zeros((len(ids), 2), dtype=np.float32)
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        encoded = encode(tokenizer, [data.texts[i] for i in ids], cfg.model.max_length, cfg.model.truncation)
+        # A split smaller than the world leaves some ranks no rows; they still join the gather below.
+        texts = [data.texts[i] for i in ids]
+        encoded = encode(tokenizer, texts, cfg.model.max_length, cfg.model.truncation) if texts else []
         # Length-sorted batches: less padding, same results.
         order = sorted(range(len(ids)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), batch_size):
