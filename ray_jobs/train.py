@@ -27,11 +27,15 @@ from ray_jobs._cluster import init_ray
 from sentiray import storage
 from sentiray.config import TrainJobConfig, add_config_arguments, config_from_namespace
 from sentiray.data import DatasetSplits, load_splits
+from sentiray.entrypoint import run_entrypoint
 from sentiray.errors import RunStateError, SentirayError
 from sentiray.metrics import format_metrics_table
+from sentiray.runs import checkpoint_retention, pick_best
 
 RUN_STATE_FILE = "sentiray_run.json"
 RESULT_PREFIX = "SENTIRAY_RESULT "
+# Where a worker copies the checkpoint it resumes from (in its temp folder).
+RESUME_COPY_PREFIX = "sentiray-resume-"
 
 log = logging.getLogger("sentiray.train")
 
@@ -141,11 +145,16 @@ def train_worker(config: dict[str, Any]) -> None:
     if checkpoint is None:
         run_training(cfg, splits.train, splits.validation, ctx, RayReporter())
         return
-    with checkpoint.as_directory() as folder:
-        # Copy out: the loop reads the folder lazily (model, optimizer) while training.
-        local = tempfile.mkdtemp(prefix="sentiray-resume-")
-        shutil.copytree(folder, local, dirs_exist_ok=True)
-    run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
+    # A private copy for the attempt: Ray may delete the checkpoint it handed over (once it falls out of
+    # the kept ones) while the weights loaded from it are still memory-mapped. Removed when the attempt
+    # ends, or each restart would leave one more copy on the node's disk.
+    local = tempfile.mkdtemp(prefix=RESUME_COPY_PREFIX)
+    try:
+        with checkpoint.as_directory() as folder:
+            shutil.copytree(folder, local, dirs_exist_ok=True)
+        run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def _export_task(
@@ -171,15 +180,6 @@ def _export_task(
 
 
 # --- the driver -------------------------------------------------------------------------------------
-
-
-def pick_best(candidates: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
-    """The (checkpoint, metrics) with the best validation accuracy; a tie goes to the lower validation loss.
-
-    A few hundred validation reviews move accuracy in coarse steps, so ties happen: the cpu recipe's
-    whole-split run scored 0.888 at both of its evaluations, and the first (less trained) one won.
-    """
-    return max(candidates, key=lambda cm: (cm[1]["eval_accuracy"], -cm[1]["eval_loss"]))
 
 
 def export_cpus(cfg: TrainJobConfig, node_cpus: Sequence[float]) -> float:
@@ -232,11 +232,8 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
             name=name,
             storage_path=storage_path,
             storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.run.keep_checkpoints,
-                checkpoint_score_attribute="eval_accuracy",
-                checkpoint_score_order="max",
-            ),
+            # The same rule as pick_best below, so the checkpoint it prefers is never one Ray deleted.
+            checkpoint_config=CheckpointConfig(**checkpoint_retention(cfg)),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
         ),
     )
@@ -306,15 +303,12 @@ def build_parser(prog: str = "python -m ray_jobs.train") -> argparse.ArgumentPar
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.train") -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(prog).parse_args(argv)
-    try:
-        cfg = config_from_namespace(args)
-        run(cfg)
-    except SentirayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    def work() -> None:
+        run(config_from_namespace(args))
+
+    return run_entrypoint(work)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,9 @@ class RunConfig(_Section):
         "(one command for a first try and its retries, as a RayJob needs)",
     )
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts allowed (-1: unlimited)")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best by eval accuracy)")
+    keep_checkpoints: int = Field(
+        2, ge=1, description="Checkpoints kept: the best by validation accuracy, a tie to the lower loss"
+    )
     output: str | None = Field(
         None, description="Artifact destination, a path or URI (default: <storage>/<name>/artifact)"
     )

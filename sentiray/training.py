@@ -45,6 +45,7 @@ from sentiray.config import Scheduler, TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.metrics import classification_metrics
 from sentiray.model import freeze_lower_layers, load_model, load_tokenizer, resolve_precision
+from sentiray.runs import CHECKPOINT_SCORE, checkpoint_score
 from sentiray.text import collate, encode, token_lengths
 
 STATE_FILE = "trainer_state.json"
@@ -488,6 +489,7 @@ def _evaluate_and_report(
     state["step"] = step
     metrics: dict[str, Any] = {
         **entry,
+        CHECKPOINT_SCORE: checkpoint_score(m["accuracy"], m["loss"], len(validation)),
         "total_steps": schedule.total_steps,
         "done": final,
         "attempt_start_steps": [a["start_step"] for a in state["attempts"]],

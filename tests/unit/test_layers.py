@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,25 @@ def test_each_contract_catches_an_import_across_the_layers(tmp_path: Path) -> No
         ("sentiray.errors", "sentiray.commands.train"),
     ):
         assert f"{importer} -> {imported}" in proc.stdout, proc.stdout
+
+
+def _imported_modules(tree: ast.AST) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_the_product_uses_no_private_ray_module() -> None:
+    """`ray._private`, `ray.data._internal`...: Ray changes them in any release without notice."""
+    private = [
+        f"{path.relative_to(REPO)}: {name}"
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        for name in _imported_modules(ast.parse(path.read_text()))
+        if name.split(".")[0] == "ray" and any(part.startswith("_") for part in name.split(".")[1:])
+    ]
+    assert not private, private

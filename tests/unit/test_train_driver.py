@@ -1,24 +1,66 @@
-"""The training driver's own decisions: which checkpoint becomes the artifact, and what its export gets."""
+"""The training driver's own decisions: which checkpoints are kept, which becomes the artifact, and what its
+export gets."""
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
-from ray_jobs.train import export_cpus, pick_best
+from ray_jobs.train import export_cpus
 from sentiray.config import build_config
+from sentiray.runs import CHECKPOINT_SCORE, checkpoint_retention, checkpoint_score, pick_best
+
+
+def _evaluation(name: str, accuracy: float, loss: float, rows: int = 500, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """A checkpoint and the metrics its evaluation reports (as sentiray.training does)."""
+    metrics = {"eval_accuracy": accuracy, "eval_loss": loss, CHECKPOINT_SCORE: checkpoint_score(accuracy, loss, rows)}
+    return name, {**metrics, **extra}
 
 
 def test_the_best_validation_accuracy_wins() -> None:
-    candidates = [("a", {"eval_accuracy": 0.80, "eval_loss": 0.3}), ("b", {"eval_accuracy": 0.85, "eval_loss": 0.5})]
+    candidates = [_evaluation("a", 0.80, 0.3), _evaluation("b", 0.85, 0.5)]
     assert pick_best(candidates)[0] == "b"
 
 
 def test_a_tie_in_accuracy_goes_to_the_lower_validation_loss() -> None:
     # The cpu recipe's whole-split run: 0.888 at steps 400 and 554; step 554 had the lower loss.
-    step_400 = ("step-400", {"step": 400, "eval_accuracy": 0.888, "eval_loss": 0.2732})
-    step_554 = ("step-554", {"step": 554, "eval_accuracy": 0.888, "eval_loss": 0.2628})
+    step_400 = _evaluation("step-400", 0.888, 0.2732, step=400)
+    step_554 = _evaluation("step-554", 0.888, 0.2628, step=554)
     assert pick_best([step_400, step_554])[0] == "step-554"
     assert pick_best([step_554, step_400])[0] == "step-554"
+
+
+@pytest.mark.parametrize("rows", [1, 7, 500, 25_000])
+def test_one_more_right_answer_beats_any_loss(rows: int) -> None:
+    step = 1 / rows
+    for accuracy in (0.0, 0.5, 1 - step):
+        assert checkpoint_score(accuracy + step, 1e6, rows) > checkpoint_score(accuracy, 0.0, rows)
+    assert checkpoint_score(0.5, 0.30, rows) > checkpoint_score(0.5, 0.31, rows)
+
+
+def _surely_kept(reports: list[tuple[str, dict[str, Any]]], chosen: str, retention: dict[str, Any]) -> bool:
+    """Whether Ray Train keeps `chosen` whatever it does with ties: fewer than num_to_keep other reports
+    rank at least as high by the metric it was told to rank by."""
+    metric, sign = retention["checkpoint_score_attribute"], 1 if retention["checkpoint_score_order"] == "max" else -1
+    [mine] = [m for name, m in reports if name == chosen]
+    level = sign * mine[metric]
+    return sum(1 for name, m in reports if name != chosen and sign * m[metric] >= level) < retention["num_to_keep"]
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_the_chosen_checkpoint_is_one_ray_keeps(keep: int) -> None:
+    retention = checkpoint_retention(build_config(overrides={"keep_checkpoints": keep}))
+    assert retention["num_to_keep"] == keep
+    rng = random.Random(keep)
+    runs = [[_evaluation("step-400", 0.888, 0.2732), _evaluation("step-554", 0.888, 0.2628)]]
+    for _ in range(200):  # 200 validation rows: accuracies collide often
+        runs.append([_evaluation(f"step-{i}", rng.randint(170, 180) / 200, rng.uniform(0.2, 0.4), rows=200)
+                     for i in range(rng.randint(1, 8))])
+    for reports in runs:
+        chosen, _ = pick_best(reports)
+        assert _surely_kept(reports, chosen, retention), reports
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset
 from sentiray.errors import ModelLoadError
+from sentiray.runs import CHECKPOINT_SCORE, checkpoint_score
 from sentiray.training import STATE_FILE, WorkerContext, prefetch, read_checkpoint_state, run_training
 from tests.support import synthetic_reviews
 
@@ -127,6 +128,9 @@ def test_reports_and_checkpoints(full_run: tuple[TrainJobConfig, ListReporter, d
     assert final["attempt_start_steps"] == [0]
     assert len(final["weight_fingerprints"]) == 1
     for report in reporter.reports:
+        # The metric Ray Train keeps checkpoints by, from the same rule that picks the artifact's.
+        m = report.metrics
+        assert m[CHECKPOINT_SCORE] == checkpoint_score(m["eval_accuracy"], m["eval_loss"], VAL_ROWS)
         assert report.checkpoint is not None
         names = {p.name for p in report.checkpoint.iterdir()}
         assert {
