@@ -2,25 +2,19 @@
 
 The same entrypoint runs on a laptop (a local Ray is started if none is running), under
 `ray job submit`, and as a KubeRay RayJob. Ray plumbing only: data loading, the training loop and the
-artifact live in the Ray-free core (`sentiray`).
-
-A run's checkpoints live in `<storage>/<name>/` (Ray Train's layout) next to `sentiray_run.json`, which
-records the config fingerprint and whether the run finished, so that `--resume NAME` continues only an
-unfinished run of the same configuration.
+artifact live in the Ray-free core (`sentiray`), and so do the run's bookkeeping and decisions
+(`sentiray.runs`: its name and state in storage, which checkpoints are kept and exported).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from ray_jobs._cluster import init_ray
@@ -28,92 +22,23 @@ from sentiray import storage
 from sentiray.config import TrainJobConfig, add_config_arguments, config_from_namespace
 from sentiray.data import DatasetSplits, load_splits
 from sentiray.entrypoint import run_entrypoint
-from sentiray.errors import RunStateError, SentirayError
+from sentiray.errors import SentirayError
 from sentiray.metrics import format_metrics_table
-from sentiray.runs import checkpoint_retention, pick_best
+from sentiray.runs import (
+    RESULT_PREFIX,
+    RUN_STATE_FILE,
+    checkpoint_retention,
+    export_cpus,
+    pick_best,
+    resolve_run_name,
+    result_line,
+    write_run_state,
+)
 
-RUN_STATE_FILE = "sentiray_run.json"
-RESULT_PREFIX = "SENTIRAY_RESULT "
 # Where a worker copies the checkpoint it resumes from (in its temp folder).
 RESUME_COPY_PREFIX = "sentiray-resume-"
 
 log = logging.getLogger("sentiray.train")
-
-
-# --- run state --------------------------------------------------------------------------------------
-
-
-def _run_state_uri(cfg: TrainJobConfig, name: str) -> str:
-    return storage.join(cfg.run.storage_path, name, RUN_STATE_FILE)
-
-
-def read_run_state(cfg: TrainJobConfig, name: str) -> dict[str, Any] | None:
-    uri = _run_state_uri(cfg, name)
-    if not storage.exists(uri):
-        return None
-    state: dict[str, Any] = json.loads(storage.read_bytes(uri))
-    return state
-
-
-def write_run_state(cfg: TrainJobConfig, name: str, status: str, **extra: Any) -> None:
-    previous = read_run_state(cfg, name) or {}
-    state = {
-        **previous,
-        "name": name,
-        "status": status,
-        "fingerprint": cfg.fingerprint(),
-        "config": cfg.model_dump(mode="json"),
-        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **extra,
-    }
-    state.setdefault("created_at", state["updated_at"])
-    storage.write_bytes(_run_state_uri(cfg, name), json.dumps(state, indent=2).encode())
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    changed = []
-    for section, fields in new.items():
-        for key, value in fields.items():
-            before = old.get(section, {}).get(key)
-            if before != value:
-                changed.append(f"{section}.{key}: {before!r} -> {value!r}")
-    return changed
-
-
-def resolve_run_name(cfg: TrainJobConfig) -> tuple[str, bool]:
-    """(run name, resuming?) after checking the storage: refuses what would silently go wrong."""
-    target = cfg.run.resume or cfg.run.name
-    if target is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return f"sentiray-{stamp}-{secrets.token_hex(3)}", False
-    state = read_run_state(cfg, target)
-    wants_resume = cfg.run.resume is not None or cfg.run.resume_if_exists
-    if state is None:
-        if cfg.run.resume is not None:
-            raise RunStateError(
-                f"resume: no run named {target!r} under {cfg.run.storage_path} (no {RUN_STATE_FILE})"
-            )
-        return target, False
-    if not wants_resume:
-        raise RunStateError(
-            f"name: a run named {target!r} already exists under {cfg.run.storage_path}; "
-            f"continue it with --resume {target}, or choose another name"
-        )
-    if state.get("status") == "succeeded":
-        raise RunStateError(
-            f"resume: run {target!r} already finished (artifact: {state.get('artifact')}); "
-            "start a new run instead of resuming it"
-        )
-    if state.get("fingerprint") != cfg.fingerprint():
-        diff = _config_diff(state.get("config", {}), cfg.model_dump(mode="json"))
-        ignored = ("run.name", "run.resume", "run.max_failures", "run.storage_path", "run.output",
-                   "run.keep_checkpoints", "run.resume_if_exists")
-        diff = [d for d in diff if not d.startswith(ignored)]
-        raise RunStateError(
-            f"resume: run {target!r} was started with a different configuration; resuming would mix "
-            f"two trainings. Changed: {'; '.join(diff) or 'unknown'}"
-        )
-    return target, True
 
 
 # --- the worker -------------------------------------------------------------------------------------
@@ -180,16 +105,6 @@ def _export_task(
 
 
 # --- the driver -------------------------------------------------------------------------------------
-
-
-def export_cpus(cfg: TrainJobConfig, node_cpus: Sequence[float]) -> float:
-    """CPUs for the export task, which scores the test split once the workers are done.
-
-    It may take the training's whole reservation, free by then (on a 2-core machine, 2 threads score
-    5,000 reviews in 4 minutes where 1 took 7), capped at the largest node so the task stays schedulable.
-    """
-    wanted = cfg.run.cpus_per_worker * cfg.run.num_workers
-    return max(cfg.run.cpus_per_worker, min(wanted, max(node_cpus, default=0.0)))
 
 
 def run(cfg: TrainJobConfig) -> dict[str, Any]:
@@ -278,7 +193,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
         "train_samples_per_s": final_metrics.get("train_samples_per_s"),
         "wall_seconds": round(wall, 2),
     }
-    print(RESULT_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    print(result_line(summary), flush=True)
     if cfg.run.push_to_hub:
         from sentiray.hub import push_artifact
 

@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.train import RESULT_PREFIX, RESUME_COPY_PREFIX, RUN_STATE_FILE
+from ray_jobs.train import RESUME_COPY_PREFIX
 from sentiray.artifact import verify_artifact
 from sentiray.errors import ArtifactError
 from sentiray.predictor import Predictor
+from sentiray.runs import RESULT_PREFIX, RUN_STATE_FILE
 from tests.ray_cluster import RayHead, free_port, start_head
 
 pytestmark = pytest.mark.timeout(900)
@@ -306,8 +307,8 @@ def test_resume_refuses_a_changed_config(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     # A run state from an interrupted run, written as the job writes it.
-    from ray_jobs.train import write_run_state
     from sentiray.config import build_config
+    from sentiray.runs import write_run_state
 
     cfg = build_config(overrides={"dataset": str(synthetic_data_dir), "base_model": str(tiny_model_dir),
                                   "max_length": 64, "storage_path": str(tmp_path), "name": "half"})
