@@ -29,6 +29,8 @@ setup: $(STAMP) $(CHECKOV)
 lint: setup
 	$(BIN)/ruff check sentiray ray_jobs serve tests bench
 	$(BIN)/mypy
+	# The layers (pyproject.toml, [tool.importlinter]): CLI > ray_jobs, serve > the Ray-free core.
+	$(BIN)/lint-imports --no-logo
 
 test: lint
 	SENTIRAY_CHECKOV=$(abspath $(CHECKOV)) $(BIN)/python -m pytest

@@ -26,6 +26,7 @@ from typing import Any
 from ray_jobs._cluster import init_ray
 from sentiray import storage
 from sentiray.config import Precision, Runtime, runtime_conflict
+from sentiray.entrypoint import run_entrypoint
 from sentiray.errors import ConfigError, DataError, InputError, SentirayError
 from sentiray.labels import ID2LABEL
 
@@ -256,12 +257,29 @@ def _check_columns(ds: Any, cfg: ScoreConfig) -> None:
 
 
 def _pool_size(cfg: ScoreConfig) -> tuple[int, int]:
+    """(smallest, largest) actor pool; refuses a pool the cluster cannot hold.
+
+    Ray Data waits for the smallest pool to start, so an actor that fits no node (a GPU actor on a cluster
+    without GPUs) would wait forever. Judged from the resources the cluster has now: the job's manifests
+    run without the Ray autoscaler, which could otherwise add the nodes on demand.
+    """
     import ray
 
+    resources = ray.cluster_resources()
+    unit, per_actor = ("GPU", 1.0) if cfg.use_gpu else ("CPU", cfg.cpus_per_actor)
+    have, need = float(resources.get(unit, 0.0)), cfg.min_actors * per_actor
+    if have < need:
+        field = "use_gpu" if cfg.use_gpu and have == 0 else "min_actors"
+        fix = "run without --use-gpu, or on a cluster with GPU nodes" if field == "use_gpu" else (
+            "lower --min-actors or --cpus-per-actor" if unit == "CPU" else "lower --min-actors"
+        )
+        raise ConfigError(
+            f"{field}: {cfg.min_actors} actor(s) need {need:g} {unit}(s) and the Ray cluster has {have:g}, "
+            f"so scoring would wait forever; {fix}"
+        )
     if cfg.max_actors is not None:
         return cfg.min_actors, cfg.max_actors
-    resources = ray.cluster_resources()
-    fits = int(resources.get("GPU", 0)) if cfg.use_gpu else int(resources.get("CPU", 1) // cfg.cpus_per_actor)
+    fits = int(have // per_actor)
     return cfg.min_actors, max(cfg.min_actors, fits)
 
 
@@ -331,7 +349,7 @@ def write_output(ds: Any, fs: Any, path: str, *, overwrite: bool) -> None:
     not kept.
     """
     import ray.data
-    from ray.data._internal.savemode import SaveMode
+    from ray.data import SaveMode
 
     mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
     if ray.data.DataContext.get_current().execution_options.preserve_order:
@@ -478,17 +496,15 @@ def build_parser(prog: str = "python -m ray_jobs.score") -> argparse.ArgumentPar
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.score") -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(prog).parse_args(argv)
-    try:
+
+    def work() -> None:
         cfg = ScoreConfig.from_args(args)
         summary = run(cfg)
         if cfg.fail_on_bad_rows and summary.bad_rows:
             raise BadRowsError(f"{summary.bad_rows} row(s) could not be scored; see the `error` column")
-    except SentirayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_entrypoint(work)
 
 
 if __name__ == "__main__":

@@ -2,114 +2,43 @@
 
 The same entrypoint runs on a laptop (a local Ray is started if none is running), under
 `ray job submit`, and as a KubeRay RayJob. Ray plumbing only: data loading, the training loop and the
-artifact live in the Ray-free core (`sentiray`).
-
-A run's checkpoints live in `<storage>/<name>/` (Ray Train's layout) next to `sentiray_run.json`, which
-records the config fingerprint and whether the run finished, so that `--resume NAME` continues only an
-unfinished run of the same configuration.
+artifact live in the Ray-free core (`sentiray`), and so do the run's bookkeeping and decisions
+(`sentiray.runs`: its name and state in storage, which checkpoints are kept and exported).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from ray_jobs._cluster import init_ray
 from sentiray import storage
 from sentiray.config import TrainJobConfig, add_config_arguments, config_from_namespace
 from sentiray.data import DatasetSplits, load_splits
-from sentiray.errors import RunStateError, SentirayError
+from sentiray.entrypoint import run_entrypoint
+from sentiray.errors import SentirayError
 from sentiray.metrics import format_metrics_table
+from sentiray.runs import (
+    RESULT_PREFIX,
+    RUN_STATE_FILE,
+    checkpoint_retention,
+    export_cpus,
+    pick_best,
+    resolve_run_name,
+    result_line,
+    write_run_state,
+)
 
-RUN_STATE_FILE = "sentiray_run.json"
-RESULT_PREFIX = "SENTIRAY_RESULT "
+# Where a worker copies the checkpoint it resumes from (in its temp folder).
+RESUME_COPY_PREFIX = "sentiray-resume-"
 
 log = logging.getLogger("sentiray.train")
-
-
-# --- run state --------------------------------------------------------------------------------------
-
-
-def _run_state_uri(cfg: TrainJobConfig, name: str) -> str:
-    return storage.join(cfg.run.storage_path, name, RUN_STATE_FILE)
-
-
-def read_run_state(cfg: TrainJobConfig, name: str) -> dict[str, Any] | None:
-    uri = _run_state_uri(cfg, name)
-    if not storage.exists(uri):
-        return None
-    state: dict[str, Any] = json.loads(storage.read_bytes(uri))
-    return state
-
-
-def write_run_state(cfg: TrainJobConfig, name: str, status: str, **extra: Any) -> None:
-    previous = read_run_state(cfg, name) or {}
-    state = {
-        **previous,
-        "name": name,
-        "status": status,
-        "fingerprint": cfg.fingerprint(),
-        "config": cfg.model_dump(mode="json"),
-        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **extra,
-    }
-    state.setdefault("created_at", state["updated_at"])
-    storage.write_bytes(_run_state_uri(cfg, name), json.dumps(state, indent=2).encode())
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    changed = []
-    for section, fields in new.items():
-        for key, value in fields.items():
-            before = old.get(section, {}).get(key)
-            if before != value:
-                changed.append(f"{section}.{key}: {before!r} -> {value!r}")
-    return changed
-
-
-def resolve_run_name(cfg: TrainJobConfig) -> tuple[str, bool]:
-    """(run name, resuming?) after checking the storage: refuses what would silently go wrong."""
-    target = cfg.run.resume or cfg.run.name
-    if target is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return f"sentiray-{stamp}-{secrets.token_hex(3)}", False
-    state = read_run_state(cfg, target)
-    wants_resume = cfg.run.resume is not None or cfg.run.resume_if_exists
-    if state is None:
-        if cfg.run.resume is not None:
-            raise RunStateError(
-                f"resume: no run named {target!r} under {cfg.run.storage_path} (no {RUN_STATE_FILE})"
-            )
-        return target, False
-    if not wants_resume:
-        raise RunStateError(
-            f"name: a run named {target!r} already exists under {cfg.run.storage_path}; "
-            f"continue it with --resume {target}, or choose another name"
-        )
-    if state.get("status") == "succeeded":
-        raise RunStateError(
-            f"resume: run {target!r} already finished (artifact: {state.get('artifact')}); "
-            "start a new run instead of resuming it"
-        )
-    if state.get("fingerprint") != cfg.fingerprint():
-        diff = _config_diff(state.get("config", {}), cfg.model_dump(mode="json"))
-        ignored = ("run.name", "run.resume", "run.max_failures", "run.storage_path", "run.output",
-                   "run.keep_checkpoints", "run.resume_if_exists")
-        diff = [d for d in diff if not d.startswith(ignored)]
-        raise RunStateError(
-            f"resume: run {target!r} was started with a different configuration; resuming would mix "
-            f"two trainings. Changed: {'; '.join(diff) or 'unknown'}"
-        )
-    return target, True
 
 
 # --- the worker -------------------------------------------------------------------------------------
@@ -141,11 +70,16 @@ def train_worker(config: dict[str, Any]) -> None:
     if checkpoint is None:
         run_training(cfg, splits.train, splits.validation, ctx, RayReporter())
         return
-    with checkpoint.as_directory() as folder:
-        # Copy out: the loop reads the folder lazily (model, optimizer) while training.
-        local = tempfile.mkdtemp(prefix="sentiray-resume-")
-        shutil.copytree(folder, local, dirs_exist_ok=True)
-    run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
+    # A private copy for the attempt: Ray may delete the checkpoint it handed over (once it falls out of
+    # the kept ones) while the weights loaded from it are still memory-mapped. Removed when the attempt
+    # ends, or each restart would leave one more copy on the node's disk.
+    local = tempfile.mkdtemp(prefix=RESUME_COPY_PREFIX)
+    try:
+        with checkpoint.as_directory() as folder:
+            shutil.copytree(folder, local, dirs_exist_ok=True)
+        run_training(cfg, splits.train, splits.validation, ctx, RayReporter(), resume_from=local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def _export_task(
@@ -171,25 +105,6 @@ def _export_task(
 
 
 # --- the driver -------------------------------------------------------------------------------------
-
-
-def pick_best(candidates: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
-    """The (checkpoint, metrics) with the best validation accuracy; a tie goes to the lower validation loss.
-
-    A few hundred validation reviews move accuracy in coarse steps, so ties happen: the cpu recipe's
-    whole-split run scored 0.888 at both of its evaluations, and the first (less trained) one won.
-    """
-    return max(candidates, key=lambda cm: (cm[1]["eval_accuracy"], -cm[1]["eval_loss"]))
-
-
-def export_cpus(cfg: TrainJobConfig, node_cpus: Sequence[float]) -> float:
-    """CPUs for the export task, which scores the test split once the workers are done.
-
-    It may take the training's whole reservation, free by then (on a 2-core machine, 2 threads score
-    5,000 reviews in 4 minutes where 1 took 7), capped at the largest node so the task stays schedulable.
-    """
-    wanted = cfg.run.cpus_per_worker * cfg.run.num_workers
-    return max(cfg.run.cpus_per_worker, min(wanted, max(node_cpus, default=0.0)))
 
 
 def run(cfg: TrainJobConfig) -> dict[str, Any]:
@@ -232,11 +147,8 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
             name=name,
             storage_path=storage_path,
             storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.run.keep_checkpoints,
-                checkpoint_score_attribute="eval_accuracy",
-                checkpoint_score_order="max",
-            ),
+            # The same rule as pick_best below, so the checkpoint it prefers is never one Ray deleted.
+            checkpoint_config=CheckpointConfig(**checkpoint_retention(cfg)),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
         ),
     )
@@ -281,7 +193,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
         "train_samples_per_s": final_metrics.get("train_samples_per_s"),
         "wall_seconds": round(wall, 2),
     }
-    print(RESULT_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    print(result_line(summary), flush=True)
     if cfg.run.push_to_hub:
         from sentiray.hub import push_artifact
 
@@ -306,15 +218,12 @@ def build_parser(prog: str = "python -m ray_jobs.train") -> argparse.ArgumentPar
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.train") -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(prog).parse_args(argv)
-    try:
-        cfg = config_from_namespace(args)
-        run(cfg)
-    except SentirayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    def work() -> None:
+        run(config_from_namespace(args))
+
+    return run_entrypoint(work)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,9 @@ def verify_artifact(local_dir: str | Path, *, source: str | None = None) -> Arti
 
 
 def fetch_artifact(location: str, cache_root: Path | None = None) -> tuple[Path, ArtifactManifest]:
-    """A verified local copy of the artifact at a path or URI (URIs are downloaded to a cache)."""
+    """A verified local copy of the artifact at a path, URI or Hub id (downloaded to a cache)."""
+    if storage.is_hub_id(location):
+        location = storage.hub_snapshot(location)
     location = resolve_location(location)
     if not storage.is_uri(location):
         if not Path(location).is_dir():

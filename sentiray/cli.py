@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sentiray.errors import SentirayError
+from sentiray.entrypoint import run_entrypoint
 
 # Order is the order shown in --help.
 COMMAND_MODULES = [
@@ -47,16 +47,8 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run the handler; user-facing errors exit 1 with their message, no traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except SentirayError as e:
-        print(f"sentiray {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"sentiray {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_entrypoint(lambda: args.handler(args), prog=f"sentiray {args.command}")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,9 @@ class RunConfig(_Section):
         "(one command for a first try and its retries, as a RayJob needs)",
     )
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts allowed (-1: unlimited)")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best by eval accuracy)")
+    keep_checkpoints: int = Field(
+        2, ge=1, description="Checkpoints kept: the best by validation accuracy, a tie to the lower loss"
+    )
     output: str | None = Field(
         None, description="Artifact destination, a path or URI (default: <storage>/<name>/artifact)"
     )
@@ -179,6 +181,17 @@ class RunConfig(_Section):
         return self
 
 
+# Options that say where, under which name and how robustly a run goes, or what happens to its artifact,
+# but not what it trains: left out of the fingerprint, so a run resumes after they change.
+NOT_FINGERPRINTED = frozenset(
+    f"run.{name}"
+    for name in (
+        "name", "resume", "resume_if_exists", "max_failures", "storage_path", "output", "keep_checkpoints",
+        "push_to_hub",
+    )
+)
+
+
 class TrainJobConfig(_Section):
     """The whole training job."""
 
@@ -190,11 +203,9 @@ class TrainJobConfig(_Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained model (not where or under which name it runs)."""
         payload = self.model_dump(mode="json")
-        for operational in (
-            "name", "resume", "resume_if_exists", "max_failures", "storage_path", "output",
-            "keep_checkpoints", "push_to_hub",
-        ):
-            payload["run"].pop(operational)
+        for key in NOT_FINGERPRINTED:
+            section, name = key.split(".")
+            payload[section].pop(name)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Ray Train persists checkpoints through pyarrow filesystems too, so the artifact, the run state and the
 checkpoints are all reached the same way. An S3-compatible endpoint (MinIO, moto) is taken from
-`AWS_ENDPOINT_URL`, as the AWS SDKs do.
+`AWS_ENDPOINT_URL`, as the AWS SDKs do. A Hugging Face Hub repository id (`namespace/name`) is the third
+kind of location, read through the Hub's own client (`hub_snapshot`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from sentiray.errors import ConfigError
+from sentiray.errors import ArtifactError, ConfigError
 
 _URI = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<rest>.*)$")
+# The Hub's rule for a repository id (huggingface_hub.utils.validate_repo_id): NAMESPACE/NAME.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 def is_uri(location: str) -> bool:
@@ -151,3 +154,38 @@ def list_dirs(location: str) -> list[str]:
         for i in fs.get_file_info(pafs.FileSelector(base))
         if i.type == pafs.FileType.Directory
     )
+
+
+def is_hub_id(location: str) -> bool:
+    """True for `namespace/name` naming no local path: a Hugging Face Hub repository id.
+
+    A local folder of that relative name wins, as it does for transformers' `from_pretrained`. Anything
+    else that names a local path (`./a/b`, `a/b/c`, `/a/b`) is never sent to the Hub.
+    """
+    return (
+        bool(_HUB_ID.match(location))
+        and ".." not in location
+        and "--" not in location
+        and not Path(location).exists()
+    )
+
+
+def hub_snapshot(repo_id: str) -> str:
+    """The local folder holding a Hub repository's files: downloaded, or found in the Hugging Face cache.
+
+    HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE apply as they do for huggingface_hub. Any
+    failure is an ArtifactError that names both readings of the location, since `namespace/name` may
+    also have been meant as a local folder that is missing.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover - transformers brings it
+        raise ArtifactError(f"{repo_id}: no such local folder, and huggingface_hub is not installed") from e
+    try:
+        return str(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001 - offline, unreachable, not found, gated: all mean no artifact
+        detail = " ".join(str(e).split())
+        raise ArtifactError(
+            f"{repo_id}: no such local folder ({Path(repo_id).resolve()}), and fetching it as a Hugging "
+            f"Face Hub repository failed: {type(e).__name__}: {detail}"
+        ) from e

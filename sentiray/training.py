@@ -45,6 +45,7 @@ from sentiray.config import Scheduler, TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.metrics import classification_metrics
 from sentiray.model import freeze_lower_layers, load_model, load_tokenizer, resolve_precision
+from sentiray.runs import CHECKPOINT_SCORE, checkpoint_score
 from sentiray.text import collate, encode, token_lengths
 
 STATE_FILE = "trainer_state.json"
@@ -236,7 +237,9 @@ def evaluate(
     logits = np.zeros((len(ids), 2), dtype=np.float32)
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        encoded = encode(tokenizer, [data.texts[i] for i in ids], cfg.model.max_length, cfg.model.truncation)
+        # A split smaller than the world leaves some ranks no rows; they still join the gather below.
+        texts = [data.texts[i] for i in ids]
+        encoded = encode(tokenizer, texts, cfg.model.max_length, cfg.model.truncation) if texts else []
         # Length-sorted batches: less padding, same results.
         order = sorted(range(len(ids)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), batch_size):
@@ -486,6 +489,7 @@ def _evaluate_and_report(
     state["step"] = step
     metrics: dict[str, Any] = {
         **entry,
+        CHECKPOINT_SCORE: checkpoint_score(m["accuracy"], m["loss"], len(validation)),
         "total_steps": schedule.total_steps,
         "done": final,
         "attempt_start_steps": [a["start_step"] for a in state["attempts"]],

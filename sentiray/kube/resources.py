@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sentiray.runs import RESULT_PREFIX  # the training job writes its result line with it
+
 GROUP = "ray.io"
 VERSION = "v1"
-RESULT_PREFIX = "SENTIRAY_RESULT "
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,13 @@ NEGATIVE = "awful boring dull movie"
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The actors' Hugging Face cache (offline): a Hub id resolves to what a test puts here."""
+    return tmp_path_factory.mktemp("hf-cache")
+
+
+@pytest.fixture(scope="module")
+def local_ray(hub_cache: Path) -> Iterator[None]:
     """One local Ray for the module; the job joins it instead of starting its own."""
     import ray
 
@@ -33,7 +39,9 @@ def local_ray() -> Iterator[None]:
         num_cpus=2,
         include_dashboard=False,
         logging_level="warning",
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}},
+        runtime_env={
+            "env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
+        },
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
@@ -269,6 +277,56 @@ def test_bad_options_fail_before_scoring(
         == 1
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_gpu_run_on_a_cluster_without_gpus_fails_at_once(
+    local_ray: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray Data would wait forever for a GPU actor; the job says why it cannot run instead."""
+    src = str(tmp_path / "in.parquet")
+    pq.write_table(pa.table({"text": [POSITIVE, NEGATIVE]}), src)
+    for pool in ([], ["--max-actors", "2"]):
+        args = ["--model", str(tiny_artifact), "--input", src, "--output", str(tmp_path / "o"), "--use-gpu", *pool]
+        assert main(args) == 1
+        assert (
+            "use_gpu: 1 actor(s) need 1 GPU(s) and the Ray cluster has 0, so scoring would wait forever; "
+            "run without --use-gpu, or on a cluster with GPU nodes" in capsys.readouterr().err
+        )
+    # The same for CPUs: the module's Ray has 2.
+    args = ["--model", str(tiny_artifact), "--input", src, "--output", str(tmp_path / "o"), "--min-actors", "3"]
+    assert main(args) == 1
+    assert "min_actors: 3 actor(s) need 3 CPU(s) and the Ray cluster has 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_hub_id_is_scored_like_its_local_artifact(
+    local_ray: None,
+    hub_cache: Path,
+    tiny_artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--model namespace/name`: the driver and every actor fetch the artifact from the Hub (its cache here)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub_cache / "models--sentiray-test--tiny"
+    shutil.copytree(tiny_artifact, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    # The driver is this process, whose huggingface_hub read its environment at import.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)  # no local folder sentiray-test/tiny
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in (POSITIVE, NEGATIVE, POSITIVE)))
+    code = main(["--model", "sentiray-test/tiny", "--input", str(src), "--output", str(tmp_path / "o"),
+                 "--max-actors", "1", "--preserve-order"])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    assert _read(tmp_path / "o")["label"].tolist() == ["POSITIVE", "NEGATIVE", "POSITIVE"]
 
 
 def test_rayjob_manifest_is_valid_and_runs_this_entrypoint() -> None:

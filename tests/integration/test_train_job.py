@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.train import RESULT_PREFIX, RUN_STATE_FILE
+from ray_jobs.train import RESUME_COPY_PREFIX
 from sentiray.artifact import verify_artifact
 from sentiray.errors import ArtifactError
 from sentiray.predictor import Predictor
+from sentiray.runs import RESULT_PREFIX, RUN_STATE_FILE
 from tests.ray_cluster import RayHead, free_port, start_head
 
 pytestmark = pytest.mark.timeout(900)
@@ -44,9 +47,20 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def head(moto_endpoint: str) -> Iterator[RayHead]:
+def workers_tmpdir() -> Iterator[Path]:
+    """The workers' temp folder (TMPDIR), private to this module so a test can see what they leave there."""
+    folder = Path(tempfile.mkdtemp(prefix="rtw", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def head(moto_endpoint: str, workers_tmpdir: Path) -> Iterator[RayHead]:
     # Workers reach the object store with the node's environment, as pods do on Kubernetes.
-    ray_head = start_head(num_cpus=4, extra_env={**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint})
+    ray_head = start_head(
+        num_cpus=4,
+        extra_env={**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint, "TMPDIR": str(workers_tmpdir)},
+    )
     yield ray_head
     ray_head.stop()
 
@@ -226,7 +240,7 @@ def _run_and_kill_a_worker(head: RayHead, args: list[str], run_dir: Path) -> tup
 
 
 def test_killed_worker_resumes_from_last_checkpoint(
-    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+    head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path, workers_tmpdir: Path
 ) -> None:
     args = _fault_args(tiny_model_dir, synthetic_data_dir, tmp_path, "fault", max_failures=1)
     first, returncode, stdout, stderr = _run_and_kill_a_worker(head, args, tmp_path / "fault")
@@ -238,6 +252,8 @@ def test_killed_worker_resumes_from_last_checkpoint(
     assert starts[1] >= first > 0
     assert starts[1] % 25 == 0 and starts[1] < 150
     verify_artifact(result["artifact"])
+    # Each worker of the restarted group copied the checkpoint to resume from it, and removed its copy.
+    assert not list(workers_tmpdir.glob(f"{RESUME_COPY_PREFIX}*"))
 
 
 def test_killed_worker_without_retries_fails_fast_and_clearly(
@@ -291,8 +307,8 @@ def test_resume_refuses_a_changed_config(
     head: RayHead, tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     # A run state from an interrupted run, written as the job writes it.
-    from ray_jobs.train import write_run_state
     from sentiray.config import build_config
+    from sentiray.runs import write_run_state
 
     cfg = build_config(overrides={"dataset": str(synthetic_data_dir), "base_model": str(tiny_model_dir),
                                   "max_length": 64, "storage_path": str(tmp_path), "name": "half"})

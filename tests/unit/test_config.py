@@ -155,7 +155,9 @@ def test_cli_flags_left_unset_do_not_override_yaml(tmp_path: Path) -> None:
 
 def test_fingerprint_ignores_where_the_run_lives_but_not_what_it_trains() -> None:
     base = build_config()
-    moved = build_config(overrides={"name": "x", "storage_path": "s3://b/runs", "output": "/tmp/a"})
+    moved = build_config(
+        overrides={"name": "x", "storage_path": "s3://b/runs", "output": "/tmp/a", "push_to_hub": "org/model"}
+    )
     assert moved.fingerprint() == base.fingerprint()
     assert build_config(overrides={"learning_rate": 1e-3}).fingerprint() != base.fingerprint()
     assert build_config(overrides={"num_workers": 4}).fingerprint() != base.fingerprint()

@@ -129,3 +129,109 @@ def test_s3_endpoint_from_the_service_specific_variable(
 def test_unknown_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot open 'nosuchscheme://bucket/x'"):
         storage.filesystem("nosuchscheme://bucket/x")
+
+
+# --- Hub repository ids -------------------------------------------------------------------------------
+
+HUB_REPO = "sentiray-test/tiny"
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, offline (huggingface_hub reads its environment once, at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    return cache
+
+
+def _cached_hub_artifact(cache: Path, repo_id: str, model_and_tokenizer: tuple[Any, Any]) -> Path:
+    """An artifact in the Hub cache's layout, as a download of repo_id leaves it."""
+    from sentiray.artifact import write_artifact
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    model, tokenizer = model_and_tokenizer
+    write_artifact(str(snapshot), model, tokenizer, max_length=64, truncation="head", base_model="tiny")
+    return snapshot
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("org/name", True),
+        ("org/name.v2", True),
+        ("./org/name", False),
+        ("org/name/sub", False),
+        ("/org/name", False),
+        ("s3://org/name", False),
+        ("org/../name", False),
+        ("name", False),
+    ],
+)
+def test_is_hub_id(location: str, expected: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert storage.is_hub_id(location) is expected
+
+
+def test_a_hub_id_is_fetched_and_verified_by_fetch_artifact(
+    offline_hub_cache: Path, model_and_tokenizer: tuple[Any, Any]
+) -> None:
+    from sentiray.artifact import fetch_artifact
+
+    snapshot = _cached_hub_artifact(offline_hub_cache, HUB_REPO, model_and_tokenizer)
+    folder, manifest = fetch_artifact(HUB_REPO)
+    assert folder == snapshot.resolve()
+    assert manifest.base_model == "tiny"
+
+
+def test_a_local_folder_named_like_a_hub_id_wins(
+    offline_hub_cache: Path, model_and_tokenizer: tuple[Any, Any]
+) -> None:
+    from sentiray.artifact import fetch_artifact, write_artifact
+
+    _cached_hub_artifact(offline_hub_cache, HUB_REPO, model_and_tokenizer)
+    local = offline_hub_cache.parent / HUB_REPO
+    write_artifact(str(local), *model_and_tokenizer, max_length=32, truncation="head", base_model="local")
+    folder, manifest = fetch_artifact(HUB_REPO)
+    assert (folder, manifest.base_model) == (local, "local")
+
+
+def test_a_missing_path_shaped_like_a_hub_id_names_both_readings(offline_hub_cache: Path) -> None:
+    from sentiray.artifact import fetch_artifact
+    from sentiray.errors import ArtifactError
+
+    missing = offline_hub_cache.parent / "runs" / "artifact"
+    with pytest.raises(ArtifactError) as caught:
+        fetch_artifact("runs/artifact")
+    message = str(caught.value)
+    assert message.startswith(f"runs/artifact: no such local folder ({missing}), and fetching it as a Hugging Face")
+    assert "HF_HUB_OFFLINE" in message  # the Hub's own reason follows
+
+
+def test_an_unreachable_hub_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    from sentiray.errors import ArtifactError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    with pytest.raises(ArtifactError, match=r"^org/name: no such local folder .* Hugging Face Hub repository failed"):
+        storage.hub_snapshot("org/name")
+
+
+@pytest.mark.parametrize("location", ["./runs/artifact", "runs/artifact/v1"])
+def test_a_missing_local_path_is_never_sent_to_the_hub(offline_hub_cache: Path, location: str) -> None:
+    from sentiray.artifact import fetch_artifact
+    from sentiray.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"no such artifact folder$"):
+        fetch_artifact(location)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset
 from sentiray.errors import ModelLoadError
+from sentiray.runs import CHECKPOINT_SCORE, checkpoint_score
 from sentiray.training import STATE_FILE, WorkerContext, prefetch, read_checkpoint_state, run_training
 from tests.support import synthetic_reviews
 
@@ -127,6 +128,9 @@ def test_reports_and_checkpoints(full_run: tuple[TrainJobConfig, ListReporter, d
     assert final["attempt_start_steps"] == [0]
     assert len(final["weight_fingerprints"]) == 1
     for report in reporter.reports:
+        # The metric Ray Train keeps checkpoints by, from the same rule that picks the artifact's.
+        m = report.metrics
+        assert m[CHECKPOINT_SCORE] == checkpoint_score(m["eval_accuracy"], m["eval_loss"], VAL_ROWS)
         assert report.checkpoint is not None
         names = {p.name for p in report.checkpoint.iterdir()}
         assert {
@@ -360,3 +364,52 @@ def test_ranks_share_the_token_counts_each_computed_in_part(tiny_model_dir: Path
     assert len(set(expected.tolist())) > 5  # the texts differ in length, so a misplaced count shows
     for rank in range(world):
         assert np.array_equal(np.load(tmp_path / f"rank{rank}.npy"), expected)
+
+
+# --- evaluation with fewer validation rows than ranks ---------------------------------------------------
+
+
+def _evaluate_on_rank(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    """One rank of a real gloo process group evaluating a one-row validation split."""
+    from contextlib import nullcontext
+
+    import torch.distributed as dist
+
+    from sentiray.model import load_model, load_tokenizer
+    from sentiray.training import evaluate
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        texts, labels = synthetic_reviews(1, seed=4)
+        metrics = evaluate(
+            load_model(model_dir), load_tokenizer(model_dir), TextDataset(texts, labels, source="s"),
+            _cfg(Path(model_dir)), WorkerContext(rank, world), nullcontext,
+        )
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(metrics))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_with_no_validation_rows_still_evaluates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--max-eval-samples 1 --num-workers 2`: rank 1's stride is empty; every rank gets the one row's metrics."""
+    from contextlib import nullcontext
+
+    import torch.multiprocessing as mp
+
+    from sentiray.model import load_model, load_tokenizer
+    from sentiray.training import evaluate
+
+    world = 2
+    mp.spawn(_evaluate_on_rank, args=(world, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
+             nprocs=world, join=True)
+    texts, labels = synthetic_reviews(1, seed=4)
+    alone = evaluate(
+        load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir)), TextDataset(texts, labels, source="s"),
+        _cfg(tiny_model_dir), WorkerContext(), nullcontext,
+    )
+    expected_loss = alone.pop("loss")
+    assert alone["n"] == 1
+    for rank in range(world):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got.pop("loss") == pytest.approx(expected_loss, rel=1e-5)
+        assert got == alone
