@@ -676,11 +676,19 @@ def make_artifact(
     return str(folder)
 
 
+def _model_values(model: str) -> dict[str, Any]:
+    """Chart values serving `model`; a local path is mounted from its folder (the chart refuses a path
+    outside modelVolume.mountPath)."""
+    if model.startswith("/"):
+        return {"model": {"uri": model}, "modelVolume": {"mountPath": str(Path(model).parent)}}
+    return {"model": {"uri": model}}
+
+
 def put_service(kube: FakeKubernetes, model: str, name: str = "sentiray") -> dict[str, Any]:
     """The serve chart's RayService, running `model`, as the operator leaves it."""
     service = next(
         o
-        for o in chart_objects("sentiray-serve", {"model": {"uri": model}}, release=name)
+        for o in chart_objects("sentiray-serve", _model_values(model), release=name)
         if o["kind"] == "RayService"
     )
     service["metadata"].update(name=name, namespace=NS, generation=1)
