@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             s["c1_p50_vs_default"] = round(s["c1_p50_ms"] / statistics.median(x["c1_p50_ms"] for x in base), 3)
             s["c16_rps_vs_default"] = round(s["c16_rps"] / statistics.median(x["c16_rps"] for x in base), 3)
         summary[name] = s
-    print(f"\n{'variant':<22}{'c1 p50 ms':>10}{'x default':>10}{'c16 req/s':>11}{'x default':>10}{'c16 p99':>9}{'errors':>8}")
+    header = ("variant", "c1 p50 ms", "x default", "c16 req/s", "x default", "c16 p99", "errors")
+    print("\n{:<22}{:>10}{:>10}{:>11}{:>10}{:>9}{:>8}".format(*header))
     for name, s in summary.items():
         print(
             f"{name:<22}{s['c1_p50_ms']:>10.1f}{s.get('c1_p50_vs_default', 1):>10.3f}{s['c16_rps']:>11.1f}"
