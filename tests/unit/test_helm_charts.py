@@ -602,3 +602,23 @@ def test_service_account_and_head_metrics(chart: str) -> None:
         "serviceAccountName" not in t["spec"]
         for t in _templates(next(o for o in chart_objects(chart) if o["kind"] in ("RayService", "RayJob")))
     )
+
+
+def test_ray_containers_bound_slow_request_headers() -> None:
+    """Issue 14 item 8 on the cluster: Serve's proxy (ray/serve/_private/proxy.py) calls the function named
+    by RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at start; ours puts a deadline on request headers. Every
+    Ray container of the chart's RayService (the head's proxy and each worker's) and of the plain manifests
+    sets it, and the import path resolves to the installer in this package."""
+    import importlib
+
+    from tests.k8s_support import REPO, kustomize_objects
+
+    chart = [o for o in chart_objects("sentiray-serve", {"serve": {"headerTimeoutS": 7}}) if o["kind"] == "RayService"]
+    plain = [o for o in kustomize_objects(REPO / "k8s/base") if o["kind"] == "RayService"]
+    assert len(chart) == len(plain) == 1
+    for service, timeout_s in ((chart[0], 7.0), (plain[0], 10.0)):
+        for template in _templates(service):
+            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+            module, _, name = env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"].partition(":")
+            assert callable(getattr(importlib.import_module(module), name))
+            assert float(env["SENTIRAY_HEADER_TIMEOUT_S"]) == timeout_s

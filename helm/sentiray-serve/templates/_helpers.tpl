@@ -362,6 +362,10 @@ spec:
       env:
         - {name: HF_HOME, value: /home/ray/.cache/huggingface}
         - {name: HF_HUB_DISABLE_TELEMETRY, value: "1"}
+        {{- /* Serve's proxies (and direct-ingress replicas) call this at start: a deadline on request
+        headers, so a client trickling them cannot hold a connection (serve/slow_clients.py). */}}
+        - {name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, value: "serve.slow_clients:install"}
+        - {name: SENTIRAY_HEADER_TIMEOUT_S, value: {{ $root.Values.serve.headerTimeoutS | quote }}}
         {{- if $root.Values.hubToken.existingSecret }}
         - {name: HF_TOKEN_PATH, value: /var/run/secrets/sentiray/hub-token/{{ $root.Values.hubToken.secretKey }}}
         {{- end }}
