@@ -6,7 +6,8 @@ the artifact's, loaded without the model (`TextEncoder`), so max_length and trun
 training used.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations (`request:
+# Request`) at runtime through Serve's class-based ingress, which cannot resolve them from strings.
 
 import asyncio
 import logging
