@@ -132,12 +132,14 @@ def healthy(health_url: str) -> bool:
 class Server:
     """A server subprocess (own process group) that is ready once `health_url` answers 200."""
 
-    def __init__(self, name: str, argv: list[str], health_url: str, env: dict[str, str], log_path: Path):
+    def __init__(
+        self, name: str, argv: list[str], health_url: str, env: dict[str, str], log_path: Path, cwd: Path = REPO
+    ):
         self.name = name
         self.health_url = health_url
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
         )
 
     def wait_ready(self, timeout_s: float = 600) -> None:
@@ -161,9 +163,9 @@ class Server:
         self._log.close()
 
 
-def server_env(workdir: Path, threads: int) -> dict[str, str]:
+def server_env(workdir: Path, threads: int, repo: Path = REPO) -> dict[str, str]:
     """Environment of a benchmarked server: a private HOME (fresh caches) and a private local Ray on
-    127.0.0.1 without token auth, offline, `threads` OpenMP threads."""
+    127.0.0.1 without token auth, offline, `threads` OpenMP threads, the code of `repo`."""
     (workdir / "home").mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
@@ -173,7 +175,7 @@ def server_env(workdir: Path, threads: int) -> dict[str, str]:
         "OMP_NUM_THREADS": str(threads),
         "RAY_USAGE_STATS_ENABLED": "0",
         "HOME": str(workdir / "home"),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(repo),
     }
 
 
@@ -298,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runtime torch (fp32 PyTorch); sentiray-per-core: --threads replicas of one thread each; "
         "sentiray-one-replica: one replica of --threads threads",
     )
+    p.add_argument(
+        "--compare-repo",
+        help="Another checkout of sentiray (e.g. the main branch): each sentiray server runs from it too, "
+        "just before this checkout's, as <name>@base",
+    )
     p.add_argument("--out", help="Write results as JSON here")
     p.add_argument("--_baseline", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -313,7 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[LoadResult] = []
     accuracy: dict[str, float] = {}
     cold_start: dict[str, float] = {}
+    runs: list[tuple[str, Path]] = []
     for name in args.servers:
+        if args.compare_repo and name.startswith("sentiray"):
+            runs.append((f"{name}@base", Path(args.compare_repo).resolve()))
+        runs.append((name, REPO))
+    for label, repo in runs:
+        name = label.split("@")[0]
         port = free_port()
         if name == "pipeline":
             argv = [
@@ -340,7 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(port),
                 *endpoint_flags(name, args.threads),
             ]
-        server = Server(name, argv, f"http://127.0.0.1:{port}/health", env, workdir / f"{name}.log")
+        server_environment = env if repo == REPO else server_env(workdir, args.threads, repo)
+        health = f"http://127.0.0.1:{port}/health"
+        server = Server(label, argv, health, server_environment, workdir / f"{label}.log", cwd=repo)
+        name = label
         try:
             launched = time.perf_counter()
             server.wait_ready()
@@ -354,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 results.append(r)
                 print(json.dumps(asdict(r)), flush=True)
-            if name.startswith("sentiray") and args.accuracy_samples and "endpoint" not in accuracy:
+            if name.startswith("sentiray") and "@" not in name and args.accuracy_samples and "endpoint" not in accuracy:
                 acc_texts, acc_labels = load_reviews(Path(args.data), args.accuracy_samples, seed=2)
                 accuracy["endpoint"] = endpoint_accuracy(f"http://127.0.0.1:{port}", acc_texts, acc_labels)
         finally:
@@ -382,10 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_table(results: list[LoadResult]) -> None:
-    print(f"\n{'server':<10}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"\n{'server':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for r in results:
         print(
-            f"{r.server:<10}{r.concurrency:>5}{r.rps:>9}{r.p50_ms:>9}{r.p95_ms:>9}{r.p99_ms:>9}{r.errors:>8}"
+            f"{r.server:<16}{r.concurrency:>5}{r.rps:>9}{r.p50_ms:>9}{r.p95_ms:>9}{r.p99_ms:>9}{r.errors:>8}"
         )
 
 

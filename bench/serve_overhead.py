@@ -5,7 +5,8 @@
 Starts a local Ray + Serve in this process with the sentiray app (defaults, batch wait 0 so no batching
 delay is counted), then sends the same reviews one at a time (concurrency 1), alternating three paths:
   http    POST /predict through Serve's proxy and the FastAPI ingress (what clients do)
-  handle  the model deployment's `predict` through a DeploymentHandle (Serve routing, no HTTP/ingress)
+  handle  tokenize here, then the model deployment's `predict` on the token ids through a
+          DeploymentHandle (Serve routing, no HTTP/ingress)
   direct  the core predictor's encode + forward in this process (no Serve at all; the replica's work)
 http - direct is Serve's whole overhead (HTTP, proxy, ingress, routing, two process hops); http - handle
 is the HTTP + ingress share. Medians and p90s are reported; alternating keeps machine noise common.
@@ -62,7 +63,8 @@ def main() -> None:
         direct.logits_for_ids(direct.encode([text]))
 
     def call_handle(text: str) -> None:
-        model.predict.remote([text], True, False).result()
+        # The model replica takes token ids; tokenizing here stands in for the ingress's share.
+        model.predict.remote(direct.encode([text]), False).result()
 
     client = httpx.Client(timeout=60)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,89 @@ class BatchStats:
     model_seconds: float
 
 
+def encoding_key(tokenizer: Any, max_length: int, truncation: Truncation | str) -> str:
+    """Identifies what token ids mean: the tokenizer's full definition with max_length and truncation.
+
+    The ingress tokenizes and model replicas take ids; while a model swap rolls out, an old ingress can
+    reach a new model replica (and the reverse). Ids made by another tokenizer would be read as garbage
+    with no error, so each request carries the key and a replica re-tokenizes when it differs.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    digest = hashlib.sha256(definition.encode())
+    digest.update(f"|{max_length}|{Truncation(truncation).value}".encode())
+    return digest.hexdigest()
+
+
+class TextEncoder:
+    """The artifact's tokenization (its tokenizer, max_length and truncation): texts in, token ids out.
+
+    Loads without the model, so an HTTP front can tokenize while model replicas take token ids.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int,
+        truncation: Truncation | str,
+        manifest: ArtifactManifest | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.truncation = Truncation(truncation)
+        self.manifest = manifest
+
+    @classmethod
+    def from_artifact(cls, location: str) -> TextEncoder:
+        """The tokenizer and settings of a verified artifact (path or URI); the weights are not loaded."""
+        local_dir, manifest = fetch_artifact(location)
+        return cls(
+            load_tokenizer(str(local_dir)),
+            max_length=manifest.max_length,
+            truncation=manifest.truncation,
+            manifest=manifest,
+        )
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """This encoder's `encoding_key`."""
+        return encoding_key(self.tokenizer, self.max_length, self.truncation)
+
+    def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
+        """Token ids per text (InputError for unusable text, or over-long text with truncate=False)."""
+        return encode(self.tokenizer, texts, self.max_length, self.truncation, truncate=truncate)
+
+
+def padded_tokens(lengths: Sequence[int]) -> int:
+    """Tokens of one forward pass over sequences of these lengths, padding included."""
+    return len(lengths) * max(lengths, default=0)
+
+
+def forward_passes(
+    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices of the inputs per forward pass: sorted by length, a pass closes at max_batch_size inputs or
+    when the next input would take it past max_batch_tokens padded tokens (an input alone always runs)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # Sorted ascending, so the next input is the widest: the pass would be (n + 1) x its length.
+        too_wide = max_batch_tokens is not None and (len(current) + 1) * lengths[i] > max_batch_tokens
+        if current and (len(current) == max_batch_size or too_wide):
+            passes.append(current)
+            current = []
+        current.append(i)
+    if current:
+        passes.append(current)
+    return passes
+
+
 class Predictor:
     """A loaded classifier: tokenizes with the artifact's settings and returns per-label scores."""
 
@@ -44,8 +129,12 @@ class Predictor:
         max_batch_size: int = 32,
         manifest: ArtifactManifest | None = None,
         runtime: Runtime = Runtime.TORCH,
+        max_batch_tokens: int | None = None,
     ) -> None:
-        """runtime must be concrete (torch, onnx, onnx-int8): from_artifact resolves auto."""
+        """runtime must be concrete (torch, onnx, onnx-int8): from_artifact resolves auto.
+
+        A forward pass takes at most max_batch_size inputs and (when set) max_batch_tokens padded tokens.
+        """
         self.device = device or torch.device("cpu")
         self.runtime = Runtime(runtime)
         if self.runtime == Runtime.AUTO:
@@ -61,12 +150,13 @@ class Predictor:
                 cache_key=manifest.fingerprint() if manifest is not None else None,
             )
         )
+        self.encoder = TextEncoder(tokenizer, max_length=max_length, truncation=truncation, manifest=manifest)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.truncation = Truncation(truncation)
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.manifest = manifest
-        self.last_stats: list[BatchStats] = []
 
     @classmethod
     def from_artifact(
@@ -77,6 +167,7 @@ class Predictor:
         precision: Precision | str = Precision.AUTO,
         max_batch_size: int = 32,
         runtime: Runtime | str = Runtime.AUTO,
+        max_batch_tokens: int | None = None,
     ) -> Predictor:
         """Load a verified artifact (path or URI); device is auto, cpu or cuda; runtime as resolve_runtime."""
         local_dir, manifest = fetch_artifact(location)
@@ -88,6 +179,7 @@ class Predictor:
         return cls(
             model, tokenizer, max_length=manifest.max_length, truncation=manifest.truncation,
             device=torch_device, dtype=dtype, max_batch_size=max_batch_size, manifest=manifest, runtime=concrete,
+            max_batch_tokens=max_batch_tokens,
         )
 
     @property
@@ -96,20 +188,23 @@ class Predictor:
         return "int8" if self.runtime == Runtime.ONNX_INT8 else str(self.dtype).removeprefix("torch.")
 
     def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
-        return encode(self.tokenizer, texts, self.max_length, self.truncation, truncate=truncate)
+        return self.encoder.encode(texts, truncate=truncate)
 
     def logits_for_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
-        """Logits (float32, [n, 2]) for pre-tokenized inputs, in input order.
+        """Logits (float32, [n, 2]) for pre-tokenized inputs, in input order."""
+        return self.logits_with_stats(encoded)[0]
 
-        Inputs are sorted by length and cut into batches of similar length, so little compute goes
-        to padding.
+    def logits_with_stats(self, encoded: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[BatchStats]]:
+        """Logits for pre-tokenized inputs, in input order, and what each forward pass cost.
+
+        Inputs are sorted by length and cut into passes of similar length (forward_passes), so little
+        compute goes to padding.
         """
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         out = np.empty((len(encoded), len(ID2LABEL)), dtype=np.float32)
         stats = []
-        pad_id = self.tokenizer.pad_token_id or 0
-        for start in range(0, len(order), self.max_batch_size):
-            idx = order[start : start + self.max_batch_size]
+        pad_id = self.encoder.pad_token_id
+        lengths = [len(ids) for ids in encoded]
+        for idx in forward_passes(lengths, self.max_batch_size, self.max_batch_tokens):
             batch = collate([encoded[i] for i in idx], pad_id)
             started = time.perf_counter()
             out[idx] = self._forward(batch["input_ids"], batch["attention_mask"])
@@ -121,8 +216,7 @@ class Predictor:
                     model_seconds=time.perf_counter() - started,
                 )
             )
-        self.last_stats = stats
-        return out
+        return out, stats
 
     def logits(self, texts: Sequence[str], *, truncate: bool = True) -> np.ndarray:
         return self.logits_for_ids(self.encode(texts, truncate=truncate))

@@ -42,7 +42,14 @@ class AppArgs(BaseModel):
         "(fp32) or onnx-int8 (CPU)",
     )
     max_batch_size: int = Field(
-        default=32, ge=1, le=1024, description="Requests per batch and texts per forward pass"
+        default=32, ge=1, le=1024, description="Texts per batch of requests and per forward pass"
+    )
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=64,
+        le=1_048_576,
+        description="Padded tokens (texts x the longest) per batch of requests and per forward pass; a "
+        "request alone always runs (as TEI's --max-batch-tokens)",
     )
     batch_wait_timeout_s: float = Field(
         default=0.01, ge=0.0, le=5.0, description="How long a batch waits to fill"
@@ -189,4 +196,5 @@ class ModelInfo(BaseModel):
     dtype: str = Field(..., description="What the forward pass computes in: float32, bfloat16, float16 or int8")
     runtime: str = Field(..., description="The forward-pass engine: torch, onnx or onnx-int8")
     max_batch_size: int
+    max_batch_tokens: int
     max_inputs: int

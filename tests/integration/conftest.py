@@ -214,10 +214,11 @@ class SlowForwardModel(_model_base()):  # type: ignore[misc]
         time.sleep(0.3)
         return super()._forward(flat)
 
-    async def predict(self, texts: list[str], truncate: bool, raw_scores: bool) -> Any:
-        if DIE_TEXT in texts:
+    async def predict(self, ids: list[list[int]], raw_scores: bool, **kwargs: Any) -> Any:
+        # The replica receives token ids (the ingress tokenizes): recognise DIE_TEXT by its encoding.
+        if self._predictor.encode([DIE_TEXT])[0] in ids:
             os._exit(1)
-        return await super().predict(texts, truncate, raw_scores)
+        return await super().predict(ids, raw_scores, **kwargs)
 
 
 def register_test_models() -> None:

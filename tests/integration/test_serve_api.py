@@ -378,3 +378,65 @@ def test_model_that_cannot_load_fails_the_application(serve_instance: ServeInsta
 def test_model_deployment_name_is_stable() -> None:
     # serve/config.yaml and the RayService render address deployments by these names.
     assert SentimentModel.name == "SentimentModel"  # type: ignore[attr-defined]
+
+
+def test_failed_model_probes_are_logged_by_the_ingress(api: str) -> None:
+    """issue 16: the fixture saw /health answer 503 while the model loaded; the ingress's log says why."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+
+    def logged() -> bool:
+        files = logs.glob("replica_sentiray_SentimentIngress_*.log")
+        return any("model probe failed" in f.read_text(errors="replace") for f in files)
+
+    wait_for(logged, 30, f"a 'model probe failed' line in the ingress's log under {logs}")
+
+
+def test_model_replicas_take_token_ids(api: str, tiny_artifact: Path) -> None:
+    """The ingress tokenizes with the artifact's encoder; the model deployment answers token ids alike."""
+    from ray import serve
+
+    from sentiray.predictor import TextEncoder
+
+    wait_healthy(api)
+    encoder = TextEncoder.from_artifact(str(tiny_artifact))
+    texts = [POSITIVE, NEGATIVE, LONG_TEXT]
+    ids = encoder.encode(texts)
+    assert max(len(x) for x in ids) == encoder.max_length == 64
+    model = serve.get_deployment_handle("SentimentModel", app_name="sentiray")
+    direct = model.predict.remote(ids, False).result(timeout_s=60)
+    over_http = _post(f"{api}/predict", {"inputs": texts}).json()
+    assert [row[0]["label"] for row in direct] == [row[0]["label"] for row in over_http]
+    info = httpx.get(f"{api}/info").json()
+    assert info["artifact"] == str(tiny_artifact)
+    assert info["max_batch_tokens"] == AppArgs.model_fields["max_batch_tokens"].default
+
+
+def test_ids_from_another_tokenizer_are_remade_from_the_texts(api: str, tiny_artifact: Path) -> None:
+    """Mid-swap an old ingress can reach a new model replica: ids made by another tokenizer (a different
+    key) must not be read as this artifact's; the replica re-tokenizes the texts and answers as /predict."""
+    from ray import serve
+
+    from sentiray.predictor import TextEncoder
+
+    wait_healthy(api)
+    encoder = TextEncoder.from_artifact(str(tiny_artifact))
+    texts = [POSITIVE, NEGATIVE, LONG_TEXT]
+    # Another tokenizer's ids: same shape, other numbers (each id shifted within the vocabulary).
+    foreign = [[(i + 7) % encoder.tokenizer.vocab_size for i in row] for row in encoder.encode(texts)]
+    model = serve.get_deployment_handle("SentimentModel", app_name="sentiray")
+    remade = model.predict.remote(foreign, True, encoding="another-tokenizer", texts=texts).result(timeout_s=60)
+    same_key = model.predict.remote(encoder.encode(texts), True, encoding=encoder.key, texts=texts).result(
+        timeout_s=60
+    )
+    over_http = _post(f"{api}/predict", {"inputs": texts, "raw_scores": True}).json()
+    for a, b, c in zip(remade, same_key, over_http, strict=True):
+        assert [p["label"] for p in a] == [p["label"] for p in b] == [p["label"] for p in c]
+        for pa, pc in zip(a, c, strict=True):
+            assert abs(pa["score"] - pc["score"]) <= 1e-4
+    # Taken as they are, the foreign ids score differently: the re-tokenization is what made them agree.
+    taken_as_is = model.predict.remote(foreign, True).result(timeout_s=60)
+    assert any(
+        abs(p["score"] - q["score"]) > 1e-6 for x, y in zip(taken_as_is, over_http, strict=True) for p, q in zip(x, y)
+    )
