@@ -26,6 +26,7 @@ _FLAGS = (
     "dtype",
     "runtime",
     "max_batch_size",
+    "max_batch_tokens",
     "batch_wait_timeout_s",
     "max_inputs",
     "torch_threads",
