@@ -40,7 +40,7 @@ from serve.errors import (
     from_model_call,
     to_response,
 )
-from serve.model import MAX_SURGE_PERCENT, resolve_location
+from serve.model import MAX_SURGE_PERCENT
 from serve.schemas import AppArgs, ErrorBody, KServeRequest, KServeResponse, LabelScore, ModelInfo, PredictRequest
 
 log = logging.getLogger("ray.serve")
@@ -120,7 +120,7 @@ class SentimentIngress:
     def _load_encoder(self) -> Any:
         from sentiray.predictor import TextEncoder
 
-        encoder = TextEncoder.from_artifact(resolve_location(self._args.model))
+        encoder = TextEncoder.from_artifact(self._args.model)
         _ = encoder.key  # hashed once here, not on the first request's path
         return encoder
 

@@ -11,10 +11,8 @@ import asyncio
 import logging
 import math
 import os
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,15 +47,6 @@ METRIC_NAMES = {
 _SIZE_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
 _TOKEN_BUCKETS = [64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0]
 _SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
-
-
-def resolve_location(location: str) -> str:
-    """A local folder or URI as is; anything else shaped like `org/name` is fetched from the Hub."""
-    if "://" in location or Path(location).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", location):
-        return location
-    from huggingface_hub import snapshot_download  # only for Hub ids
-
-    return snapshot_download(location)
 
 
 def _replica_threads(requested: int | None) -> int:
@@ -148,7 +137,7 @@ class SentimentModel:
         torch.set_num_threads(self._threads)
         # Raising here (ArtifactError, ModelLoadError) fails the replica; `serve status` shows the message.
         self._predictor = Predictor.from_artifact(
-            resolve_location(args.model),
+            args.model,  # fetch_artifact resolves paths, URIs and Hub ids
             device=args.device.value,
             precision=args.dtype,
             max_batch_size=args.max_batch_size,
