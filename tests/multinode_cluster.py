@@ -125,9 +125,20 @@ class MultiNodeCluster:
         args = [f"--address={self.address}", f"--num-cpus={num_cpus:g}"]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
-        node = self._spawn(name, args)
-        node.node_id = self.wait_for_node(name, timeout_s)
-        return node
+        for attempt in (1, 2):
+            node = self._spawn(name, args)
+            try:
+                node.node_id = self.wait_for_node(name, timeout_s)
+                return node
+            except RuntimeError:
+                # `ray start` gives its raylet a fixed 30 s to register with the GCS; on a loaded machine
+                # (a load average of 24 on 2 cores, seen here) that can run out. One more try, from scratch.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.process.pid, signal.SIGKILL)
+                node.process.wait(timeout=10)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # --- looking ------------------------------------------------------------------------------------
 

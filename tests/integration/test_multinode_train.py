@@ -125,44 +125,15 @@ def _finish(proc: subprocess.Popen[str], cluster: MultiNodeCluster, seen: list[s
     return stdout, stderr
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(
-    cluster: MultiNodeCluster, s3: Any, tiny_model_dir: Path, synthetic_data_dir: Path
-) -> dict[str, Any]:
-    proc = _start(cluster, _args(tiny_model_dir, synthetic_data_dir, "mn-clean"))
-    seen: list[str] = []
-    stdout, _ = _finish(proc, cluster, seen)
-    print("\n" + "\n".join(ln for ln in stdout.splitlines() if ln.startswith("done in")))
-    return {"result": parse_result(stdout), "worker_nodes": seen}
-
-
-def test_training_runs_across_two_worker_nodes_with_checkpoints_on_s3(
-    uninterrupted: dict[str, Any], s3: Any, synthetic_data_dir: Path, record_property: Any, tmp_path: Path
+def test_training_across_two_worker_nodes_survives_losing_one(
+    cluster: MultiNodeCluster, s3: Any, tiny_model_dir: Path, synthetic_data_dir: Path, record_property: Any,
+    tmp_path: Path,
 ) -> None:
-    result = uninterrupted["result"]
-    # Both workers ran, each on its own worker node, none on the head (no CPUs there).
-    assert set(uninterrupted["worker_nodes"]) == {"w1", "w2"}, uninterrupted["worker_nodes"]
-    assert result["attempt_start_steps"] == [0]
-    fingerprints = result["weight_fingerprints"]
-    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]  # DDP kept the nodes in step
-    assert result["artifact"] == f"s3://{BUCKET}/models/mn-clean"
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="")["Contents"]}
-    assert "models/mn-clean/sentiray.json" in keys
-    assert any(k.startswith("runs/mn-clean/checkpoint_") for k in keys)
-    assert _run_state(s3, "mn-clean")["status"] == "succeeded"
-    _, manifest = fetch_artifact(result["artifact"], cache_root=tmp_path)
-    accuracy, _ = held_out_accuracy(result["artifact"], synthetic_data_dir / "test.parquet")
-    assert manifest.test_metrics is not None
-    record_property("clean_accuracy", accuracy)
-    assert accuracy >= 0.9
+    """One run shows both: the workers spread over the two worker nodes, then one node is lost.
 
-
-def test_worker_node_lost_mid_training_resumes_from_the_last_checkpoint(
-    cluster: MultiNodeCluster, uninterrupted: dict[str, Any], s3: Any, tiny_model_dir: Path,
-    synthetic_data_dir: Path, record_property: Any, tmp_path: Path,
-) -> None:
-    # A third node, as a replacement pod would be: the two that survive the loss can hold the restart.
-    cluster.add_node("w3", num_cpus=1)
+    An uninterrupted multi-node run of the same configuration is `bench/multinode_train.py`'s baseline
+    (docs/reliability.md, "Node loss"); here one run is all the CI time allows.
+    """
     name = "mn-nodeloss"
     proc = _start(cluster, _args(tiny_model_dir, synthetic_data_dir, name))
     try:
@@ -172,11 +143,14 @@ def test_worker_node_lost_mid_training_resumes_from_the_last_checkpoint(
             assert time.monotonic() < deadline, "no checkpoint was registered"
             time.sleep(0.2)
         hosts = cluster.actor_nodes(TRAIN_WORKER)
-        assert len(hosts) == 2 and len(set(hosts)) == 2, hosts
-        victim = sorted(hosts)[0]
-        cluster.nodes[victim].kill()
+        # Both workers run, each on its own worker node, none on the head (it has no CPUs).
+        assert sorted(hosts) == ["w1", "w2"], hosts
+        cluster.nodes["w1"].kill()
         at_kill = _registered_steps(s3, name)
-        detected_s = cluster.wait_for_dead(victim)
+        detected_s = cluster.wait_for_dead("w1")
+        # A replacement node joins, as KubeRay recreates an evicted worker pod. Until it is up the restart
+        # waits for room (Ray Train's worker-group start waits up to 60 s, and retries after that).
+        cluster.add_node("w3", num_cpus=1)
         after: list[str] = []
         stdout, stderr = _finish(proc, cluster, after)
     finally:
@@ -184,23 +158,33 @@ def test_worker_node_lost_mid_training_resumes_from_the_last_checkpoint(
             proc.kill()
     result = parse_result(stdout)
     starts = result["attempt_start_steps"]
+    print(
+        f"\nnode w1 killed at registered step {max(at_kill)}; GCS marked it dead after {detected_s:.1f}s; "
+        f"attempts started at steps {starts}; "
+        + " ".join(ln for ln in stdout.splitlines() if ln.startswith("done in"))
+    )
     record_property("registered_step_at_kill", max(at_kill))
     record_property("node_dead_after_s", round(detected_s, 1))
     record_property("attempt_start_steps", starts)
-    print(f"\nnode {victim} killed at registered step {max(at_kill)}; dead after {detected_s:.1f}s; starts {starts}")
     # The restart began at the newest registered checkpoint (or a later one), not at step 0.
     assert len(starts) == 2 and starts[0] == 0, (starts, stdout[-4000:], stderr[-3000:])
     assert starts[1] >= max(at_kill) >= registered[-1] > 0
-    # The restarted workers ran on the nodes left.
-    assert after and victim not in after, after
-    # The run's state records the restart.
+    # The restarted workers ran on the nodes left: the survivor and the replacement.
+    assert after and set(after) <= {"w2", "w3"}, after
+    fingerprints = result["weight_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]  # DDP kept the nodes in step
+    # Checkpoints, run state and artifact are in the bucket; the run state records the restart.
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert any(k.startswith(f"runs/{name}/checkpoint_") for k in keys)
+    assert result["artifact"] == f"s3://{BUCKET}/models/{name}"
     state = _run_state(s3, name)
     assert state["status"] == "succeeded"
     assert state["attempt_start_steps"] == starts
-    # The artifact loads and scores as the uninterrupted run's does.
-    fetch_artifact(result["artifact"], cache_root=tmp_path)
+    # The artifact loads and scores as an uninterrupted run's does (test_train_job's bar, and the bench's
+    # uninterrupted multi-node run).
+    _, manifest = fetch_artifact(result["artifact"], cache_root=tmp_path)
+    assert manifest.test_metrics is not None
     accuracy, _ = held_out_accuracy(result["artifact"], synthetic_data_dir / "test.parquet")
-    clean, _ = held_out_accuracy(uninterrupted["result"]["artifact"], synthetic_data_dir / "test.parquet")
     record_property("accuracy", accuracy)
-    assert accuracy >= 0.9
-    assert abs(accuracy - clean) <= 0.05, (accuracy, clean)
+    print(f"held-out accuracy {accuracy:.3f}")
+    assert accuracy >= 0.95
