@@ -125,7 +125,7 @@ class MultiNodeCluster:
         args = [f"--address={self.address}", f"--num-cpus={num_cpus:g}"]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             node = self._spawn(name, args)
             try:
                 node.node_id = self.wait_for_node(name, timeout_s)
@@ -136,7 +136,7 @@ class MultiNodeCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=10)
-                if attempt == 2:
+                if attempt == 3:
                     raise
         raise AssertionError("unreachable")
 
