@@ -1,9 +1,9 @@
 """The batch scoring job on several real Ray nodes on this machine, one scoring node lost mid-run.
 
 A head with no CPUs and three worker nodes (`--node-cpus` each). `python -m ray_jobs.score` scores
-`--rows` real IMDB test reviews, each with a unique `id`, with a pool of `--actors` scoring actors; once
-the first output file is written, the node hosting one scoring actor dies (SIGKILL to its whole process
-group: raylet, agents, actors, tasks). The job must still finish, and the output must hold every input
+`--rows` real IMDB test reviews, each with a unique `id`, with a pool of `--actors` scoring actors;
+once they have run `--kill-after` seconds, the node hosting one scoring actor dies (SIGKILL to its whole
+process group: raylet, agents, actors, tasks). The job must still finish, and the output must hold every input
 `id` exactly once (rows matched by key, not counted). Reported: which nodes held the actors, the job's
 time, rows written, ids missing and duplicated.
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--node-cpus", type=float, default=1)
+    parser.add_argument("--kill-after", type=float, default=10.0, help="seconds after the actors are up")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -81,11 +82,16 @@ def main(argv: list[str] | None = None) -> int:
                                 text=True)
         victim = None
         seen: list[str] = []
+        first_seen: float | None = None
         while proc.poll() is None and time.monotonic() - started < 900:
             with contextlib.suppress(Exception):  # the state API can time out on a loaded machine
                 seen = scoring_actor_nodes(cluster) or seen
+            if seen and first_seen is None:
+                first_seen = time.monotonic()
             written = list(output.glob("*.parquet")) if output.is_dir() else []
-            if victim is None and written and seen:
+            # Once the actors have scored for a while (Ray Data writes its files late, so waiting for the
+            # first one let the kill land at the very end of a run).
+            if victim is None and first_seen is not None and time.monotonic() - first_seen > args.kill_after:
                 victim = sorted(seen)[0]
                 figures["actor_nodes_at_kill"] = sorted(seen)
                 figures["files_written_at_kill"] = len(written)

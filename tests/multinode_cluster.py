@@ -132,7 +132,7 @@ class MultiNodeCluster:
                 return node
             except RuntimeError:
                 # `ray start` gives its raylet a fixed 30 s to register with the GCS; on a loaded machine
-                # (a load average of 24 on 2 cores, seen here) that can run out. One more try, from scratch.
+                # (a load average of 24 on 2 cores, seen here) that can run out. Two more tries, from scratch.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=10)
