@@ -131,8 +131,8 @@ def test_training_across_two_worker_nodes_survives_losing_one(
 ) -> None:
     """One run shows both: the workers spread over the two worker nodes, then one node is lost.
 
-    An uninterrupted multi-node run of the same configuration is `bench/multinode_train.py`'s baseline
-    (docs/reliability.md, "Node loss"); here one run is all the CI time allows.
+    One run is all the CI time allows: the uninterrupted baseline is test_train_job's bar (>= 0.95 held-out
+    accuracy on the same data and model), not a second multi-node run (docs/reliability.md, "Node loss").
     """
     name = "mn-nodeloss"
     proc = _start(cluster, _args(tiny_model_dir, synthetic_data_dir, name))
@@ -180,8 +180,7 @@ def test_training_across_two_worker_nodes_survives_losing_one(
     state = _run_state(s3, name)
     assert state["status"] == "succeeded"
     assert state["attempt_start_steps"] == starts
-    # The artifact loads and scores as an uninterrupted run's does (test_train_job's bar, and the bench's
-    # uninterrupted multi-node run).
+    # The artifact loads and scores as an uninterrupted run's does (test_train_job's bar).
     _, manifest = fetch_artifact(result["artifact"], cache_root=tmp_path)
     assert manifest.test_metrics is not None
     accuracy, _ = held_out_accuracy(result["artifact"], synthetic_data_dir / "test.parquet")
