@@ -172,7 +172,11 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
         export.remote(best_checkpoint, result.checkpoint, cfg.model_dump(mode="json"), splits_ref, output,
                       {k: v for k, v in best_metrics.items() if k.startswith("eval_")}, name)
     )
-    write_run_state(cfg, name, "succeeded", artifact=location, test_metrics=test_metrics)
+    # The step each attempt started from: more than one means a worker or node was lost and the run resumed.
+    write_run_state(
+        cfg, name, "succeeded", artifact=location, test_metrics=test_metrics,
+        attempt_start_steps=final_metrics.get("attempt_start_steps", []),
+    )
     wall = time.perf_counter() - started
     if test_metrics:
         print(format_metrics_table(test_metrics, f"test metrics (best checkpoint, step {best_metrics['step']})"))

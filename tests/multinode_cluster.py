@@ -1,0 +1,242 @@
+"""A real multi-node Ray cluster on one machine, for the node-loss tests and benchmarks.
+
+Every node is its own `ray start --block` process (head: `--head`; the others: `--address=<head>`), with
+its own temp dir, resources and process group, as a pod is on Kubernetes. A node is lost the way a pod
+eviction or a reclaimed spot VM loses it: SIGKILL to its whole process group (the `ray start` process,
+its raylet, agents and every worker the raylet started), with no chance to say goodbye to the GCS. Nothing
+here calls `ray stop`, which would stop other Ray clusters on the machine.
+
+Each node carries the label `sentiray-test/node=<name>`, so tests find "which node hosts what" from
+`ray.util.state` without guessing from ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.ray_cluster import free_port
+
+NODE_LABEL = "sentiray-test/node"
+_RAY = str(Path(sys.executable).parent / "ray")
+
+
+@dataclass
+class Node:
+    """One Ray node: a `ray start --block` process leading its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    temp_dir: str
+    node_id: str = ""
+    killed_at: float | None = None  # time.monotonic() of the SIGKILL
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group at once: the raylet and everything under it."""
+        self.killed_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return Path(self.temp_dir, "node.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class MultiNodeCluster:
+    """A head and any number of worker nodes on 127.0.0.1; `stop()` kills every node's process group."""
+
+    env: dict[str, str]  # the environment every node (and a driver) runs with; RAY_ADDRESS for drivers
+    address: str = ""
+    dashboard_url: str = ""
+    head: Node | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="mn", dir="/tmp"))
+
+    # --- starting -----------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> Node:
+        # Short path: Ray's unix sockets live under the temp dir, limited to ~100 bytes.
+        temp_dir = tempfile.mkdtemp(prefix=name[:6], dir=self.root)
+        cmd = [
+            _RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+            "--num-gpus=0", "--disable-usage-stats",
+            # Every node binds its own free ports: several raylets share this machine (and other clusters).
+            "--min-worker-port=0", "--max-worker-port=0", "--node-manager-port=0",
+            f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}", "--object-store-memory=150000000",
+            f"--labels={NODE_LABEL}={name}", *args,
+        ]
+        log = open(Path(temp_dir, "node.log"), "wb")  # noqa: SIM115 - lives as long as the node
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        node = Node(name, proc, temp_dir)
+        self.nodes[name] = node
+        return node
+
+    def start_head(self, num_cpus: float = 0, extra_args: list[str] | None = None, timeout_s: float = 120) -> Node:
+        gcs_port, dash_port = free_port(), free_port()
+        head = self._spawn("head", [
+            "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
+        ])
+        self.head = head
+        self.address = f"127.0.0.1:{gcs_port}"
+        self.dashboard_url = f"http://127.0.0.1:{dash_port}"
+        self.env = {**self.env, "RAY_ADDRESS": self.address}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not head.alive():
+                raise RuntimeError(f"the head exited {head.process.returncode}: {head.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            self.stop()
+            raise RuntimeError(f"the Ray head did not come up in {timeout_s}s")
+        head.node_id = self.wait_for_node("head", timeout_s)
+        return head
+
+    def add_node(
+        self, name: str, num_cpus: float = 1, resources: dict[str, float] | None = None, timeout_s: float = 120
+    ) -> Node:
+        """Start a worker node and wait until the GCS lists it alive."""
+        args = [f"--address={self.address}", f"--num-cpus={num_cpus:g}"]
+        if resources:
+            args.append(f"--resources={json.dumps(resources)}")
+        for attempt in (1, 2, 3):
+            node = self._spawn(name, args)
+            try:
+                node.node_id = self.wait_for_node(name, timeout_s)
+                return node
+            except RuntimeError:
+                # `ray start` gives its raylet a fixed 30 s to register with the GCS; on a loaded machine
+                # (a load average of 24 on 2 cores, seen here) that can run out. Two more tries, from scratch.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.process.pid, signal.SIGKILL)
+                node.process.wait(timeout=10)
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- looking ------------------------------------------------------------------------------------
+
+    def node_states(self) -> list[Any]:
+        from ray.util.state import list_nodes
+
+        return list_nodes(address=self.dashboard_url, limit=1000, raise_on_missing_output=False)
+
+    def alive_names(self) -> set[str]:
+        return {n.labels.get(NODE_LABEL, "") for n in self.node_states() if n.state == "ALIVE"}
+
+    def wait_for_node(self, name: str, timeout_s: float = 120) -> str:
+        """The node id of `name` once the GCS lists it alive."""
+        node = self.nodes[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not node.alive():
+                raise RuntimeError(f"node {name} exited {node.process.returncode}: {node.log_tail()}")
+            with contextlib.suppress(Exception):  # the dashboard may still be starting
+                for state in self.node_states():
+                    if state.labels.get(NODE_LABEL) == name and state.state == "ALIVE":
+                        return str(state.node_id)
+            time.sleep(1)
+        raise RuntimeError(f"node {name} did not register in {timeout_s}s: {node.log_tail()}")
+
+    def wait_for_dead(self, name: str, timeout_s: float = 120) -> float:
+        """Seconds from the node's kill until the GCS marks it DEAD (its health checks ran out)."""
+        node = self.nodes[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                for state in self.node_states():
+                    if state.node_id == node.node_id and state.state == "DEAD":
+                        return time.monotonic() - (node.killed_at or time.monotonic())
+            time.sleep(0.5)
+        raise RuntimeError(f"the GCS still lists node {name} alive {timeout_s}s after it was killed")
+
+    def name_of(self, node_id: str) -> str:
+        for name, node in self.nodes.items():
+            if node.node_id == node_id:
+                return name
+        return f"unknown:{node_id[:8]}"
+
+    def actor_nodes(self, class_name: str) -> list[str]:
+        """Node names hosting the live actors of `class_name` (one entry per actor)."""
+        from ray.util.state import list_actors
+
+        actors = list_actors(
+            address=self.dashboard_url, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+            limit=1000, raise_on_missing_output=False,
+        )
+        return [self.name_of(str(a.node_id)) for a in actors]
+
+    # --- stopping -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Kill every node by its process group (SIGKILL: a test cluster keeps nothing worth a clean
+        shutdown, and a graceful one took 30 s here); remove the temp dirs."""
+        for node in self.nodes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGKILL)
+        for node in self.nodes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def node_env(home: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every node: token auth explicitly off, a private HOME, one BLAS thread."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "HOME": home,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TRAIN_V2_ENABLED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra_env or {}),
+    }
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def start_cluster(
+    workers: dict[str, float], head_cpus: float = 0, extra_env: dict[str, str] | None = None,
+    head_args: list[str] | None = None,
+) -> MultiNodeCluster:
+    """A head (no CPUs by default: nothing but drivers and Serve's controller land there) and worker nodes
+    named and sized by `workers` ({name: num_cpus})."""
+    root = tempfile.mkdtemp(prefix="mn", dir="/tmp")
+    Path(root, "home").mkdir()
+    cluster = MultiNodeCluster(env=node_env(str(Path(root, "home")), extra_env), root=root)
+    try:
+        cluster.start_head(num_cpus=head_cpus, extra_args=head_args)
+        for name, cpus in workers.items():
+            cluster.add_node(name, num_cpus=cpus)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
