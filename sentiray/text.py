@@ -17,7 +17,8 @@ _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 # Cutting a long text to the part that can reach the kept tokens (see _text_ids). A window of
 # _CHARS_PER_TOKEN characters per needed token: English runs 4-5 characters a WordPiece or BPE token, so
-# a window short of tokens (tokenized again whole) is rare; docs/benchmarks.md has the measured rates.
+# a window short of tokens (tokenized again whole, after the window) is rare; narrower windows fell back
+# often enough on IMDB to lose more than they saved (docs/benchmarks.md, "Tokenization").
 _CHARS_PER_TOKEN = 6
 # Tokens tokenized beyond the kept ones at each cut and thrown away, so whatever a tokenizer does at the
 # edge of a cut (a merge across it, a space it prepends) cannot reach the kept tokens.
