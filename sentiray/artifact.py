@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sentiray import storage
-from sentiray.config import Truncation
+from sentiray.config import Runtime, Truncation
 from sentiray.errors import ArtifactError, ConfigError
 from sentiray.labels import ID2LABEL
 
@@ -32,6 +32,37 @@ SCHEMA_VERSION = 1
 # read and written only inside it.
 ROOT_ENV = "SENTIRAY_ARTIFACT_ROOT"
 _CACHE_ROOT = Path.home() / ".cache" / "sentiray" / "artifacts"
+
+
+# The serving runtime whose test metrics `test_metrics` has always held: PyTorch in fp32.
+REFERENCE_RUNTIME = "torch-fp32"
+_TORCH_NUMERICS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def runtime_key(runtime: Runtime | str, numerics: str) -> str:
+    """The name a serving runtime's metrics go under: torch-fp32, torch-bf16, torch-fp16, onnx, onnx-int8.
+
+    numerics as the predictor reports it (float32, bfloat16, float16, int8); names match the runtime and
+    precision options a server is started with.
+    """
+    runtime = Runtime(runtime)
+    if runtime == Runtime.TORCH:
+        if numerics not in _TORCH_NUMERICS:
+            raise ValueError(f"runtime torch computes in one of {sorted(_TORCH_NUMERICS)}, not {numerics!r}")
+        return f"torch-{_TORCH_NUMERICS[numerics]}"
+    if runtime == Runtime.AUTO:
+        raise ValueError("runtime auto names no numerics; resolve it first (sentiray.runtime.resolve_runtime)")
+    return runtime.value
+
+
+class RuntimeMetrics(BaseModel):
+    """The test split scored through one serving runtime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: dict[str, Any]
+    device: str = Field(description="where it was scored: cpu, cuda:0, ...")
+    seconds: float | None = None
 
 
 class ArtifactManifest(BaseModel):
@@ -45,7 +76,11 @@ class ArtifactManifest(BaseModel):
     truncation: Truncation
     base_model: str
     dataset: dict[str, Any] = Field(default_factory=dict)
+    # PyTorch fp32's test metrics (REFERENCE_RUNTIME), as in every artifact; runtime_metrics adds each runtime
+    # the artifact is served with where it was trained (int8 ONNX on most CPUs, bf16 on GPUs), keyed by
+    # runtime_key. Artifacts written before it have test_metrics only: read them with serving_metrics.
     test_metrics: dict[str, Any] | None = None
+    runtime_metrics: dict[str, RuntimeMetrics] = Field(default_factory=dict)
     validation_metrics: dict[str, Any] | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     training_config: dict[str, Any] = Field(default_factory=dict)
@@ -63,6 +98,39 @@ class ArtifactManifest(BaseModel):
     def fingerprint(self) -> str:
         """One hash of the artifact's content (every file's sha256), for caches derived from it."""
         return hashlib.sha256(json.dumps(sorted(self.files.items())).encode()).hexdigest()
+
+
+class ServingMetrics(BaseModel):
+    """The test metrics that describe a serving runtime, and whether they were measured with it."""
+
+    runtime: str = Field(description="the runtime asked about (runtime_key)")
+    metrics: dict[str, Any] | None = Field(description="None when the artifact carries no test metrics")
+    measured_with: str | None = Field(description="the runtime the metrics were scored with")
+    exact: bool = Field(description="measured with this runtime; false: the fp32 reference stands in for it")
+    device: str | None = None
+
+
+def serving_metrics(manifest: ArtifactManifest, runtime: Runtime | str, numerics: str) -> ServingMetrics:
+    """The test metrics of the artifact served by runtime (concrete) computing in numerics.
+
+    The metrics scored with that runtime when the export scored it; otherwise (an artifact older than
+    runtime_metrics, or trained where auto picks another runtime) the fp32 reference's, flagged
+    exact=False, since int8 or bf16 scores can differ from fp32's.
+    """
+    key = runtime_key(runtime, numerics)
+    if key in manifest.runtime_metrics:
+        scored = manifest.runtime_metrics[key]
+        return ServingMetrics(runtime=key, metrics=scored.metrics, measured_with=key, exact=True, device=scored.device)
+    reference = manifest.runtime_metrics.get(REFERENCE_RUNTIME)
+    if manifest.test_metrics is None:
+        return ServingMetrics(runtime=key, metrics=None, measured_with=None, exact=False)
+    return ServingMetrics(
+        runtime=key,
+        metrics=manifest.test_metrics,
+        measured_with=REFERENCE_RUNTIME,
+        exact=key == REFERENCE_RUNTIME,
+        device=reference.device if reference else None,
+    )
 
 
 def library_versions() -> dict[str, str]:
