@@ -131,6 +131,7 @@ class SentimentModel:
     def __init__(self, args: AppArgs) -> None:
         import torch
 
+        from sentiray.artifact import serving_metrics
         from sentiray.predictor import Predictor, encoding_key
 
         self._threads = _replica_threads(args.torch_threads)
@@ -149,6 +150,8 @@ class SentimentModel:
         self._encoding_key = encoding_key(
             self._predictor.tokenizer, self._predictor.max_length, self._predictor.truncation
         )
+        # The metrics of what this replica computes (int8 or bf16 can score differently from fp32).
+        scored = serving_metrics(manifest, self._predictor.runtime, self._predictor.numerics)
         self._info = ModelInfo(
             model_name=args.model_name,
             artifact=args.model,
@@ -156,7 +159,9 @@ class SentimentModel:
             max_length=manifest.max_length,
             truncation=manifest.truncation.value,
             base_model=manifest.base_model,
-            test_metrics=manifest.test_metrics,
+            test_metrics=scored.metrics,
+            test_metrics_runtime=scored.measured_with,
+            test_metrics_exact=scored.exact,
             versions=manifest.versions,
             device=str(self._predictor.device),
             dtype=self._predictor.numerics,

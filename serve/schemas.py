@@ -190,7 +190,15 @@ class ModelInfo(BaseModel):
     max_length: int
     truncation: str
     base_model: str
-    test_metrics: dict[str, Any] | None = None
+    test_metrics: dict[str, Any] | None = Field(
+        None, description="Test-split metrics of the runtime serving (see test_metrics_runtime)"
+    )
+    test_metrics_runtime: str | None = Field(
+        None, description="The runtime those metrics were scored with (torch-fp32, torch-bf16, onnx-int8...)"
+    )
+    test_metrics_exact: bool = Field(
+        False, description="True: scored with the runtime serving; false: the fp32 reference stands in for it"
+    )
     versions: dict[str, str] = Field(default_factory=dict)
     device: str
     dtype: str = Field(..., description="What the forward pass computes in: float32, bfloat16, float16 or int8")
