@@ -104,7 +104,6 @@ class SentimentIngress:
         self._model = model
         self._args = args
         self._token = load_token(args)
-        self._info: dict[str, Any] | None = None
         # Tokenizing runs beside the event loop (the Rust tokenizer releases the GIL), so a long batch
         # does not hold up reading other requests.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sentiray-tokenize")
@@ -177,12 +176,10 @@ class SentimentIngress:
             raise from_model_call(e) from None
         return out
 
-    async def _model_info(self, timeout_s: float, *, cached: bool) -> dict[str, Any]:
-        """The model's info; asking a replica (not the cache) proves one is up and answering."""
-        if cached and self._info is not None:
-            return self._info
-        self._info = await probe_model(self._ask_info, timeout_s)
-        return self._info
+    async def _model_info(self, timeout_s: float) -> dict[str, Any]:
+        """The model's info, asked of a replica each time: an answer proves one is up, and a cached one
+        would outlive a model swap (sentiray k8s promote)."""
+        return await probe_model(self._ask_info, timeout_s)
 
     async def _ask_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self._model.info.remote()
@@ -231,7 +228,7 @@ class SentimentIngress:
 
     @fastapi_app.get("/health", responses=_error_responses(503), summary="200 once a model replica answers")
     async def health(self) -> dict[str, str]:
-        await self._model_info(timeout_s=2.0, cached=False)
+        await self._model_info(timeout_s=2.0)
         await self._get_encoder()
         return {"status": "ok"}
 
@@ -243,4 +240,4 @@ class SentimentIngress:
     )
     async def info(self, request: Request) -> Any:
         authorize(request.headers.get("authorization"), self._token)
-        return await self._model_info(timeout_s=10.0, cached=True)
+        return await self._model_info(timeout_s=10.0)
