@@ -455,10 +455,10 @@ def _fits(demand: dict[str, float], capacity: dict[str, float]) -> bool:
     return all(v <= capacity.get(k, 0.0) + 1e-9 for k, v in demand.items() if v > 0)
 
 
-def _pack(demands: list[dict[str, float]], capacity: dict[str, float], bins: int) -> bool:
-    """First-fit decreasing of `demands` into `bins` nodes of `capacity` (Ray's scheduler places each
+def _pack(demands: list[dict[str, float]], nodes: list[dict[str, float]]) -> bool:
+    """First-fit decreasing of `demands` into `nodes` (free resources each; Ray's scheduler places each
     actor on one node; a fragmented node cannot take a larger replica)."""
-    free = [dict(capacity) for _ in range(bins)]
+    free = [dict(n) for n in nodes]
     for d in sorted(demands, key=lambda d: (d.get("GPU", 0), d.get("CPU", 0)), reverse=True):
         node = next((f for f in free if _fits(d, f)), None)
         if node is None:
@@ -495,24 +495,13 @@ def rule_serve_fits(objects: list[dict[str, Any]]) -> Iterator[str]:
         workers = [(g, cap) for g, cap in capacity if g.node_type == "worker"]
         for g, cap in workers:
             nodes = g.max_replicas if auto else max(min(g.replicas, g.max_replicas), g.min_replicas)
-            if not _pack(demands, cap, nodes) and not _fits_with_head(demands, head, cap, nodes):
+            # Replicas may also take the head's spare resources, where it offers any.
+            head_spare = any(v > 0 for v in head.values() if v)
+            if not _pack(demands, [cap] * nodes) and not (head_spare and _pack(demands, [head] + [cap] * nodes)):
                 mode = (
                     f"at maxReplicas={g.max_replicas}" if auto else f"on the fixed {nodes} worker(s) (autoscaling off)"
                 )
                 yield f"serve: {_name(obj)}: the deployments' max_replicas do not fit group {g.name} {mode}"
-
-
-def _fits_with_head(demands: list[dict[str, float]], head: dict[str, float], cap: dict[str, float], n: int) -> bool:
-    if not any(v > 0 for v in head.values() if v):
-        return False
-    free = [dict(head)] + [dict(cap) for _ in range(n)]
-    for d in sorted(demands, key=lambda d: (d.get("GPU", 0), d.get("CPU", 0)), reverse=True):
-        node = next((f for f in free if _fits(d, f)), None)
-        if node is None:
-            return False
-        for k, v in d.items():
-            node[k] = node.get(k, 0.0) - v
-    return True
 
 
 def rule_gpu_sizing(objects: list[dict[str, Any]]) -> Iterator[str]:
