@@ -74,13 +74,24 @@ def _imported_modules(tree: ast.AST) -> list[str]:
     return names
 
 
+# Private Ray modules the product uses on purpose, each with why and the test that pins its behaviour
+# (it fails when a Ray upgrade changes it; pyproject pins ray==2.60.0).
+ALLOWED_PRIVATE = {
+    # `serve run CONFIG` deploys a Serve config declaratively through these (ray/serve/scripts.py); Ray
+    # offers no public call that does it without the dashboard, which `sentiray serve` does not start.
+    # Pinned by tests/integration/test_serve_command_http.py (the config's timeout and backpressure).
+    "sentiray/commands/serve.py: ray.serve._private",  # its `api` module
+}
+
+
 def test_the_product_uses_no_private_ray_module() -> None:
     """`ray._private`, `ray.data._internal`...: Ray changes them in any release without notice."""
-    private = [
+    private = {
         f"{path.relative_to(REPO)}: {name}"
         for package in PACKAGES
         for path in sorted((REPO / package).rglob("*.py"))
         for name in _imported_modules(ast.parse(path.read_text()))
         if name.split(".")[0] == "ray" and any(part.startswith("_") for part in name.split(".")[1:])
-    ]
-    assert not private, private
+    }
+    assert private <= ALLOWED_PRIVATE, sorted(private - ALLOWED_PRIVATE)
+    assert private >= ALLOWED_PRIVATE, f"no longer used, drop from ALLOWED_PRIVATE: {ALLOWED_PRIVATE - private}"
