@@ -147,3 +147,13 @@ def test_read_manifest_names_what_is_wrong(tmp_path: Path) -> None:
     assert record_of(str(folder), read_manifest(str(folder))).test_data == {"rows": 50, "sha256": ["2" * 64]}
     with pytest.raises(ArtifactError, match="credentials in an artifact URI are refused"):
         read_manifest("s3://KEY:SECRET@bucket/run/artifact")
+
+
+def test_the_cli_offers_every_gate_metric() -> None:
+    """The parser writes Metric's values out (importing sentiray.kube costs every CLI start ~0.35 s)."""
+    from sentiray.cli import build_parser
+
+    parser = build_parser()
+    k8s = next(a for a in parser._subparsers._group_actions[0].choices["k8s"]._actions if a.dest == "k8s_command")
+    metric = next(a for a in k8s.choices["promote"]._actions if a.dest == "metric")
+    assert list(metric.choices) == [m.value for m in Metric]
