@@ -21,12 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.ray_cluster import free_port
+from tests.ray_cluster import free_port, wait_for_dashboard
 
 NODE_LABEL = "sentiray-test/node"
 _RAY = str(Path(sys.executable).parent / "ray")
@@ -102,19 +101,11 @@ class MultiNodeCluster:
         self.address = f"127.0.0.1:{gcs_port}"
         self.dashboard_url = f"http://127.0.0.1:{dash_port}"
         self.env = {**self.env, "RAY_ADDRESS": self.address}
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not head.alive():
-                raise RuntimeError(f"the head exited {head.process.returncode}: {head.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
+        try:
+            wait_for_dashboard(self.dashboard_url, head.process, Path(head.temp_dir, "node.log"), timeout_s)
+        except RuntimeError:
             self.stop()
-            raise RuntimeError(f"the Ray head did not come up in {timeout_s}s")
+            raise
         head.node_id = self.wait_for_node("head", timeout_s)
         return head
 

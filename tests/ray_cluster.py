@@ -48,6 +48,21 @@ class RayHead:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def wait_for_dashboard(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until the head's dashboard answers; RuntimeError when its `ray start` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"the Ray head did not come up in {timeout_s}s")
+
+
 def start_head(num_cpus: int = 4, extra_env: dict[str, str] | None = None, timeout_s: float = 120) -> RayHead:
     """Start a head on loopback with token auth explicitly off and a private HOME and temp dir."""
     # Short path: Ray's unix sockets live under the temp dir and have a ~100-byte path limit.
@@ -76,19 +91,12 @@ def start_head(num_cpus: int = 4, extra_env: dict[str, str] | None = None, timeo
     log = open(Path(temp_dir, "head.log"), "wb")  # noqa: SIM115 - lives as long as the head
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     dashboard = f"http://127.0.0.1:{dash_port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited {proc.returncode}: {Path(temp_dir, 'head.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{dashboard}/api/version", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError(f"Ray head did not come up in {timeout_s}s")
+    try:
+        wait_for_dashboard(dashboard, proc, Path(temp_dir, "head.log"), timeout_s)
+    except RuntimeError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
     address = f"127.0.0.1:{gcs_port}"
     driver_env = {**env, "RAY_ADDRESS": address}
     return RayHead(address, dashboard, driver_env, proc, temp_dir)
