@@ -326,39 +326,53 @@ def test_prefetch_stops_its_thread_when_the_consumer_fails() -> None:
     assert _wait_for(lambda: not _prefetch_threads())
 
 
-# --- token counts for length grouping, shared across ranks ----------------------------------------------
+# --- real gloo process groups -------------------------------------------------------------------------
 
 
-def _lengths_on_rank(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
-    """One rank of a real gloo process group: its view of the shared token counts, written to a file."""
-    import numpy as np
+def _gloo_rank(rank: int, world: int, init_file: str, work: Any, model_dir: str, out_dir: str) -> None:
+    """One rank of a real gloo process group running `work(rank, world, model_dir, out_dir)`."""
     import torch.distributed as dist
-
-    from sentiray.model import load_tokenizer
-    from sentiray.training import _shared_token_lengths
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        texts, labels = synthetic_reviews(101, seed=3)
-        cfg = _cfg(Path(model_dir), group_by_length=True)
-        lengths = _shared_token_lengths(
-            load_tokenizer(model_dir), TextDataset(texts, labels, source="s"), cfg, WorkerContext(rank, world)
-        )
-        np.save(Path(out_dir) / f"rank{rank}.npy", lengths)
+        work(rank, world, model_dir, out_dir)
     finally:
         dist.destroy_process_group()
 
 
+def _run_ranks(work: Any, world: int, model_dir: Path, out_dir: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_rank, args=(world, str(out_dir / "init"), work, str(model_dir), str(out_dir)),
+             nprocs=world, join=True)
+
+
+# --- token counts for length grouping, shared across ranks ----------------------------------------------
+
+
+def _lengths_on_rank(rank: int, world: int, model_dir: str, out_dir: str) -> None:
+    """One rank's view of the shared token counts, written to a file."""
+    import numpy as np
+
+    from sentiray.model import load_tokenizer
+    from sentiray.training import _shared_token_lengths
+
+    texts, labels = synthetic_reviews(101, seed=3)
+    cfg = _cfg(Path(model_dir), group_by_length=True)
+    lengths = _shared_token_lengths(
+        load_tokenizer(model_dir), TextDataset(texts, labels, source="s"), cfg, WorkerContext(rank, world)
+    )
+    np.save(Path(out_dir) / f"rank{rank}.npy", lengths)
+
+
 def test_ranks_share_the_token_counts_each_computed_in_part(tiny_model_dir: Path, tmp_path: Path) -> None:
     import numpy as np
-    import torch.multiprocessing as mp
 
     from sentiray.model import load_tokenizer
     from sentiray.text import token_lengths
 
     world = 2
-    mp.spawn(_lengths_on_rank, args=(world, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
-             nprocs=world, join=True)
+    _run_ranks(_lengths_on_rank, world, tiny_model_dir, tmp_path)
     texts, _ = synthetic_reviews(101, seed=3)
     expected = token_lengths(load_tokenizer(str(tiny_model_dir)), texts, 48, "head_tail")
     assert len(set(expected.tolist())) > 5  # the texts differ in length, so a misplaced count shows
@@ -369,39 +383,30 @@ def test_ranks_share_the_token_counts_each_computed_in_part(tiny_model_dir: Path
 # --- evaluation with fewer validation rows than ranks ---------------------------------------------------
 
 
-def _evaluate_on_rank(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
-    """One rank of a real gloo process group evaluating a one-row validation split."""
+def _evaluate_on_rank(rank: int, world: int, model_dir: str, out_dir: str) -> None:
+    """One rank evaluating a one-row validation split, its metrics written to a file."""
     from contextlib import nullcontext
-
-    import torch.distributed as dist
 
     from sentiray.model import load_model, load_tokenizer
     from sentiray.training import evaluate
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        texts, labels = synthetic_reviews(1, seed=4)
-        metrics = evaluate(
-            load_model(model_dir), load_tokenizer(model_dir), TextDataset(texts, labels, source="s"),
-            _cfg(Path(model_dir)), WorkerContext(rank, world), nullcontext,
-        )
-        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(metrics))
-    finally:
-        dist.destroy_process_group()
+    texts, labels = synthetic_reviews(1, seed=4)
+    metrics = evaluate(
+        load_model(model_dir), load_tokenizer(model_dir), TextDataset(texts, labels, source="s"),
+        _cfg(Path(model_dir)), WorkerContext(rank, world), nullcontext,
+    )
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(metrics))
 
 
 def test_a_rank_with_no_validation_rows_still_evaluates(tiny_model_dir: Path, tmp_path: Path) -> None:
     """`--max-eval-samples 1 --num-workers 2`: rank 1's stride is empty; every rank gets the one row's metrics."""
     from contextlib import nullcontext
 
-    import torch.multiprocessing as mp
-
     from sentiray.model import load_model, load_tokenizer
     from sentiray.training import evaluate
 
     world = 2
-    mp.spawn(_evaluate_on_rank, args=(world, str(tmp_path / "init"), str(tiny_model_dir), str(tmp_path)),
-             nprocs=world, join=True)
+    _run_ranks(_evaluate_on_rank, world, tiny_model_dir, tmp_path)
     texts, labels = synthetic_reviews(1, seed=4)
     alone = evaluate(
         load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir)), TextDataset(texts, labels, source="s"),
