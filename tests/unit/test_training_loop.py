@@ -355,11 +355,11 @@ def _lengths_on_rank(rank: int, world: int, model_dir: str, out_dir: str) -> Non
     import numpy as np
 
     from sentiray.model import load_tokenizer
-    from sentiray.training import _shared_token_lengths
+    from sentiray.training import shared_token_lengths
 
     texts, labels = synthetic_reviews(101, seed=3)
     cfg = _cfg(Path(model_dir), group_by_length=True)
-    lengths = _shared_token_lengths(
+    lengths = shared_token_lengths(
         load_tokenizer(model_dir), TextDataset(texts, labels, source="s"), cfg, WorkerContext(rank, world)
     )
     np.save(Path(out_dir) / f"rank{rank}.npy", lengths)
