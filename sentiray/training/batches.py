@@ -155,9 +155,9 @@ def prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
 
     The training loop's host work (tokenizing, padding, pinning the next batches) then overlaps the
     device's compute instead of adding to it: on a GPU it took a large share of each step
-    (docs/benchmarks.md, "GPU"). The fast tokenizer releases the GIL, so the thread runs beside the main
-    one. An exception in the producer is raised here; closing the generator (or an exception in the
-    consumer) stops the thread.
+    (docs/benchmarks.md, "GPU: the Ray-free core on one H200"). The fast tokenizer releases the GIL, so
+    the thread runs beside the main one. An exception in the producer is raised here; closing the
+    generator (or an exception in the consumer) stops the thread.
     """
     queue: Queue[Any] = Queue(maxsize=depth)
     stop = threading.Event()
