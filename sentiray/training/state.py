@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
+from sentiray.errors import RunStateError
+
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
@@ -35,10 +37,11 @@ class TrainerState(BaseModel):
 
     @classmethod
     def load(cls, folder: str | Path) -> TrainerState:
+        """A checkpoint's state, checked: a resumed run must not start from a step or history it made up."""
         try:
             return cls.model_validate(read_checkpoint_state(folder))
         except ValidationError as e:
-            raise ValueError(f"{Path(folder, STATE_FILE)}: not a sentiray trainer state: {e}") from e
+            raise RunStateError(f"{Path(folder, STATE_FILE)}: not a sentiray trainer state: {e}") from e
 
 
 def read_checkpoint_state(folder: str | Path) -> dict[str, Any]:
