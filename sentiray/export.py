@@ -24,9 +24,6 @@ from sentiray.training import read_checkpoint_state
 
 log = logging.getLogger(__name__)
 
-# Optimizer state is for resuming, not for serving.
-_CHECKPOINT_ONLY = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
-
 
 def evaluate_predictor(predictor: Predictor, data: TextDataset) -> dict[str, Any]:
     """Test metrics through the same predictor serving uses (same tokenization, same precision)."""

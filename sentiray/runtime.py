@@ -1,10 +1,11 @@
 """Which engine runs a loaded classifier's forward pass: PyTorch, or ONNX Runtime (fp32 or int8).
 
-On CPUs without fast bf16 (AVX2-only x86, most cloud CPUs before Sapphire Rapids) ONNX Runtime with
-int8 dynamic quantization of the linear layers is the fastest correct path we measured
-(docs/benchmarks.md, bench/inference_runtimes.py); on GPUs PyTorch in bf16/fp16 is. The ONNX graph is
-exported from the already loaded, manifest-verified PyTorch model when the predictor is built, so an
-artifact carries one set of weights and every runtime serves exactly those.
+On CPUs without fast bf16 (AVX2-only x86, most cloud CPUs before Sapphire Rapids) the default is ONNX
+Runtime with int8 dynamic quantization of the linear layers: of the CPU paths compared, it alone was
+faster than PyTorch fp32 by the required margin without costing accuracy (docs/benchmarks.md, "Serving:
+which CPU inference path"). On GPUs PyTorch in bf16/fp16 runs. The ONNX graph is exported from the
+already loaded, manifest-verified PyTorch model when the predictor is built, so an artifact carries one
+set of weights and every runtime serves exactly those.
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ def _export(model: Any, path: Path) -> dict[str, torch.Tensor]:
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence", max=int(getattr(model.config, "max_position_embeddings", 512)))
     try:
-        # The dynamo exporter. The TorchScript one is 10x faster here but traces transformers 5's
-        # attention-mask code into a graph whose scores are wrong (and differ from export to export).
+        # The dynamo exporter, though the TorchScript one exports faster: that one traces transformers 5's
+        # attention-mask code into a graph whose scores are wrong (and differ from export to export;
+        # docs/benchmarks.md, "Serving: which CPU inference path").
         torch.onnx.export(
             Logits(source).eval(),
             (probe["input_ids"], probe["attention_mask"]),
@@ -214,8 +216,8 @@ def _quantize(source: Path, destination: Path) -> None:
         source,
         destination,
         weight_type=QuantType.QInt8,
-        # One scale per output channel, not per matrix: on the IMDB test reviews per-tensor weights flipped
-        # 2.7% of fp32's labels (accuracy -0.4 points), per-channel 1.0%, at the same speed.
+        # One scale per output channel, not per matrix: per-tensor weights flipped more of fp32's labels
+        # and cost accuracy, at no gain in speed (docs/benchmarks.md, "Serving: which CPU inference path").
         per_channel=True,
         # The dynamo exporter leaves some intermediate types for shape inference to find; name the default.
         extra_options={"DefaultTensorType": TensorProto.FLOAT},

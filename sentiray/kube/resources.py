@@ -22,7 +22,6 @@ class Resource:
 
 RAYJOB = Resource("RayJob", "rayjobs")
 RAYSERVICE = Resource("RayService", "rayservices")
-RAYCLUSTER = Resource("RayCluster", "rayclusters")
 
 # KubeRay's JobDeploymentStatus values after which nothing changes any more.
 TERMINAL_DEPLOYMENT_STATUSES = frozenset({"Complete", "Failed"})

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset
-from sentiray.errors import ModelLoadError
+from sentiray.errors import ModelLoadError, RunStateError
 from sentiray.runs import CHECKPOINT_SCORE, checkpoint_score
 from sentiray.training import STATE_FILE, WorkerContext, prefetch, read_checkpoint_state, run_training
 from tests.support import synthetic_reviews
@@ -193,6 +193,22 @@ def test_resume_from_the_last_checkpoint_trains_no_more(
     assert "training finished: 0 steps" in out
 
 
+def test_resuming_from_a_malformed_state_file_names_the_file_and_the_field(
+    full_run: tuple[TrainJobConfig, ListReporter, dict[str, Any]],
+    data: tuple[TextDataset, TextDataset],
+    tmp_path: Path,
+) -> None:
+    cfg, reporter, _ = full_run
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(reporter.at_step(30).checkpoint, checkpoint)  # type: ignore[arg-type]
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    (checkpoint / STATE_FILE).write_text(json.dumps({**state, "step": -30}))
+    resumed = ListReporter(tmp_path / "reports")
+    with pytest.raises(RunStateError, match=r"trainer_state\.json: not a sentiray trainer state(.|\n)*step"):
+        run_training(cfg, *data, WorkerContext(), resumed, resume_from=str(checkpoint))
+    assert resumed.reports == []
+
+
 def test_gradient_accumulation_matches_a_larger_batch(
     deterministic_model_dir: Path, data: tuple[TextDataset, TextDataset], tmp_path: Path
 ) -> None:
@@ -355,11 +371,11 @@ def _lengths_on_rank(rank: int, world: int, model_dir: str, out_dir: str) -> Non
     import numpy as np
 
     from sentiray.model import load_tokenizer
-    from sentiray.training import _shared_token_lengths
+    from sentiray.training import shared_token_lengths
 
     texts, labels = synthetic_reviews(101, seed=3)
     cfg = _cfg(Path(model_dir), group_by_length=True)
-    lengths = _shared_token_lengths(
+    lengths = shared_token_lengths(
         load_tokenizer(model_dir), TextDataset(texts, labels, source="s"), cfg, WorkerContext(rank, world)
     )
     np.save(Path(out_dir) / f"rank{rank}.npy", lengths)
