@@ -12,7 +12,7 @@ Variants (each a set of env vars on the local Ray, as on a RayService's Ray cont
   router-same-loop    RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0: handles route on the caller's loop
   both-same-loop      the last two together
 Per variant and round: concurrency 1 (p50/p99 latency: the per-request path) and concurrency 16
-(requests/s), closed loop (bench/serve_bench.py's run_load), one real IMDB review per request. A variant
+(requests/s), closed loop (bench/common.py's run_load), one real IMDB review per request. A variant
 that does not come up (or answers errors) is reported with its reason, not dropped silently.
 """
 
