@@ -216,7 +216,8 @@ class Server:
 
     def tail(self) -> str:
         """The log's last error lines (else its last lines), and where the whole log is."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         lines = self.log_path.read_text(errors="replace").splitlines()
         errors = [ln for ln in lines if "Error" in ln or "error" in ln]
         return " | ".join((errors or lines)[-3:])[-600:] + f" (log: {self.log_path})"
