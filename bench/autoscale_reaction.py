@@ -23,28 +23,33 @@ import copy
 import datetime
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import httpx
-import yaml
-from serve_bench import DEFAULT_DATA, REPO, healthy, load_reviews  # bench/ is on sys.path when a script here runs
 
-APP = "sentiray"
-MODEL = "SentimentModel"
-PORT = 8124
+from bench.common import (
+    APP,
+    IMDB_TEST,
+    MODEL,
+    bench_parser,
+    free_port,
+    healthy,
+    load_reviews,
+    local_serve,
+    model_replicas,
+    shipped_model_options,
+    wait_until,
+    write_result,
+)
+
 FAST = {"upscale_delay_s": 2, "downscale_delay_s": 10, "look_back_period_s": 5, "metrics_interval_s": 0.5}
-
-
-def shipped_model_options() -> dict[str, Any]:
-    """The model deployment's options in serve/config.yaml."""
-    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
-    (deployment,) = [d for d in config["applications"][0]["deployments"] if d["name"] == MODEL]
-    return {k: v for k, v in deployment.items() if k != "name"}
 
 
 def profile_options(profile: str) -> dict[str, Any]:
@@ -54,13 +59,6 @@ def profile_options(profile: str) -> dict[str, Any]:
     if profile == "fast":
         options["autoscaling_config"].update(FAST)
     return options
-
-
-def running_model_replicas() -> int:
-    from ray import serve
-
-    states = serve.status().applications[APP].deployments[MODEL].replica_states
-    return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
 
 
 def first_predict_at(logs_dir: Path, skip: set[Path]) -> float | None:
@@ -76,16 +74,6 @@ def first_predict_at(logs_dir: Path, skip: set[Path]) -> float | None:
                 times.append(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp())
                 break
     return min(times) if times else None
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
 
 
 class ClosedLoopLoad:
@@ -120,7 +108,7 @@ class ClosedLoopLoad:
         return sum(start <= t < end for t in self.finished_at) / max(end - start, 1e-9)
 
 
-def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[str, Any]:
+def measure(args: argparse.Namespace, profile: str, texts: list[str], port: int) -> dict[str, Any]:
     from ray import serve
 
     from serve.app import build_app
@@ -131,10 +119,10 @@ def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[st
     app = build_app(AppArgs(model=args.artifact, torch_threads=1), model_options=options)
     deployed = time.monotonic()
     serve.run(app, name=APP, route_prefix="/", logging_config={"logs_dir": str(logs_dir)})
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     wait_until(lambda: healthy(f"{base}/health"), 300, "healthy")
     deploy_s = time.monotonic() - deployed
-    wait_until(lambda: running_model_replicas() == 1, 300, "one model replica")
+    wait_until(lambda: model_replicas() == 1, 300, "one model replica")
     time.sleep(args.idle_s)
     existing = set(logs_dir.rglob(f"replica_{APP}_{MODEL}_*.log"))
 
@@ -142,14 +130,14 @@ def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[st
     step = time.time()
     load.start()
     try:
-        wait_until(lambda: running_model_replicas() == 2, args.timeout_s, "second replica RUNNING")
+        wait_until(lambda: model_replicas() == 2, args.timeout_s, "second replica RUNNING")
         second_running = time.time()
         answered = wait_until(lambda: first_predict_at(logs_dir, existing), args.timeout_s, "second replica answering")
         time.sleep(args.hold_s)
     finally:
         stopped = time.time()
         load.stop()
-    wait_until(lambda: running_model_replicas() == 1, args.timeout_s + 300, "back to one replica", poll_s=0.5)
+    wait_until(lambda: model_replicas() == 1, args.timeout_s + 300, "back to one replica", poll_s=0.5)
     back_to_one = time.time()
     codes = load.codes
     return {
@@ -168,39 +156,30 @@ def measure(args: argparse.Namespace, profile: str, texts: list[str]) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", default=str(IMDB_TEST))
     parser.add_argument("--profiles", nargs="+", default=["config", "fast"], choices=["config", "fast"])
     parser.add_argument("--concurrency", type=int, default=48, help="Clients in the load step (3x the target)")
     parser.add_argument("--idle-s", type=float, default=5)
     parser.add_argument("--hold-s", type=float, default=10)
     parser.add_argument("--timeout-s", type=float, default=300)
-    parser.add_argument("--out", help="Write the results here as JSON")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster bound to 127.0.0.1
 
-    import ray
     from ray import serve
 
     texts, _ = load_reviews(Path(args.data), 500)
-    # 2 model replicas x 1 CPU + the ingress's 0.1: logical CPUs, on this machine's 2 cores.
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    port = free_port()
     results = []
-    try:
+    # 2 model replicas x 1 CPU + the ingress's 0.1: logical CPUs, on this machine's 2 cores.
+    with local_serve(num_cpus=3, port=port):
         for profile in args.profiles:
-            row = measure(args, profile, texts)
+            row = measure(args, profile, texts, port)
             results.append(row)
             print(json.dumps(row), flush=True)
             serve.delete(APP)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     summary = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "artifact": args.artifact, "results": results}
-    print("BENCH_RESULT " + json.dumps(summary), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

@@ -22,29 +22,34 @@ import copy
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from autoscale_reaction import APP, MODEL, shipped_model_options, wait_until  # bench/ is on sys.path
-from serve_bench import DEFAULT_DATA, healthy, load_reviews, make_minilm_artifact
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
-PORT = 8126
+import httpx
+
+from bench.common import (
+    APP,
+    IMDB_TEST,
+    bench_parser,
+    free_port,
+    healthy,
+    load_reviews,
+    local_serve,
+    make_minilm_artifact,
+    model_replicas,
+    shipped_model_options,
+    wait_until,
+    write_result,
+)
+
 # Seconds idle before the replica count drops to zero (Serve waits downscale_to_zero_delay_s for the
 # last replica). Short here only so the benchmark does not wait; the chart sets what a cluster uses.
 TO_ZERO_DELAYS = {"downscale_delay_s": 5, "downscale_to_zero_delay_s": 5, "look_back_period_s": 5}
-
-
-def model_replicas() -> int:
-    """Model replicas in any state (starting, running, stopping): zero means fully scaled down."""
-    from ray import serve
-
-    status = serve.status().applications.get(APP)
-    if status is None or MODEL not in status.deployments:
-        return -1
-    return sum(status.deployments[MODEL].replica_states.values())
 
 
 def scale_to_zero_options(num_cpus: float) -> dict[str, Any]:
@@ -60,7 +65,7 @@ def timed_post(client: httpx.Client, url: str, text: str) -> tuple[float, int]:
     return time.perf_counter() - start, code
 
 
-def measure(args: argparse.Namespace, artifact: str, texts: list[str]) -> dict[str, Any]:
+def measure(args: argparse.Namespace, artifact: str, texts: list[str], port: int) -> dict[str, Any]:
     from ray import serve
 
     from serve.app import build_app
@@ -69,13 +74,13 @@ def measure(args: argparse.Namespace, artifact: str, texts: list[str]) -> dict[s
     options = scale_to_zero_options(args.num_cpus)
     app_args = {"model": artifact, "torch_threads": 1, **({"runtime": args.runtime} if args.runtime else {})}
     serve.run(build_app(AppArgs(**app_args), model_options=options), name=APP, route_prefix="/")
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     wait_until(lambda: healthy(f"{base}/health"), 600, "healthy")
     runs = []
     with httpx.Client(timeout=600) as client:
         for i in range(args.runs):
             idle_from = time.monotonic()
-            wait_until(lambda: model_replicas() == 0, 300, "zero model replicas", poll_s=0.5)
+            wait_until(lambda: model_replicas(running_only=False) == 0, 300, "zero model replicas", poll_s=0.5)
             to_zero_s = time.monotonic() - idle_from
             time.sleep(1)
             cold_s, code = timed_post(client, f"{base}/predict", texts[i % len(texts)])
@@ -95,29 +100,20 @@ def measure(args: argparse.Namespace, artifact: str, texts: list[str]) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--artifact", help="Artifact to serve (default: MiniLM with an untrained head, built here)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", default=str(IMDB_TEST))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--num-cpus", type=float, default=1, help="CPUs per model replica")
     parser.add_argument("--runtime", choices=["auto", "torch", "onnx", "onnx-int8"], help="Default: the config's")
-    parser.add_argument("--out", help="Write the results here as JSON")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster bound to 127.0.0.1
-
-    import ray
-    from ray import serve
 
     texts, _ = load_reviews(Path(args.data), 50) if Path(args.data).is_file() else (["A fine film."], [])
     workdir = Path(tempfile.mkdtemp(prefix="cold-start-"))
     artifact = args.artifact or str(make_minilm_artifact(workdir / "artifact", max_length=128))
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT, "request_timeout_s": 30})
-    try:
-        result = measure(args, artifact, texts)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    port = free_port()
+    with local_serve(num_cpus=3, port=port, request_timeout_s=30):
+        result = measure(args, artifact, texts, port)
     cold = [r["cold_s"] for r in result["runs"]]
     summary = {
         "date": time.strftime("%Y-%m-%d"),
@@ -127,9 +123,7 @@ def main() -> None:
         "cold_s_median": statistics.median(cold),
         **result,
     }
-    print("BENCH_RESULT " + json.dumps(summary), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

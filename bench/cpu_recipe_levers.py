@@ -13,18 +13,18 @@ The base model is the packaged all-MiniLM-L6-v2 unless --base-model.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import numpy as np
 import torch
-from train_overhead import minilm  # bench/ is on sys.path when a script here runs
 
-DEFAULT_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imdb" / "train.parquet"
+from bench.common import IMDB_TRAIN, bench_parser, minilm_dir, write_result
 
 
 def padding(lengths: np.ndarray, global_batch: int, world_size: int) -> dict[str, float]:
@@ -86,18 +86,16 @@ def freeze_step_times(base_model: str, width: int, threads: int, steps: int, fro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default=str(DEFAULT_TRAIN))
+    parser = bench_parser(__doc__, threads="Intra-op threads of the step-time runs")
+    parser.add_argument("--train", default=str(IMDB_TRAIN))
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="Per worker")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--frozen", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--out")
     args = parser.parse_args()
-    base_model = args.base_model or minilm()
+    base_model = args.base_model or minilm_dir()
 
     from sentiray.data import load_file
     from sentiray.model import load_tokenizer
@@ -112,9 +110,7 @@ def main() -> None:
     width = round(result["padding"]["grouped_mean_width"])
     result["freeze"] = {"width": width, "threads": args.threads,
                         **freeze_step_times(base_model, width, args.threads, args.steps, args.frozen)}
-    print("BENCH_RESULT " + json.dumps(result), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -31,19 +31,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import torch
 import torch.nn.functional as F
-from inference_runtimes import model_flops  # bench/ is on sys.path when a script here runs
-from matmul_peak import gflops
-from train_overhead import steady_rate
 
+from bench.common import HistoryReporter, bench_parser, steady_rate, write_result
+from bench.inference_runtimes import model_flops
+from bench.matmul_peak import gflops
 from sentiray.config import build_config
 from sentiray.data import TextDataset, load_file
 from sentiray.labels import ID2LABEL, LABEL2ID
 from sentiray.model import load_model, load_tokenizer
 from sentiray.predictor import Predictor
 from sentiray.text import collate, encode
-from sentiray.training import WorkerContext, read_checkpoint_state, run_training
+from sentiray.training import WorkerContext, run_training
 
 TRUNCATION = "head_tail"
 MODEL_WARMUP_STEPS = 5  # untimed steps of the model-only run (kernel selection, allocator, AdamW state)
@@ -78,17 +80,6 @@ def mean_flops(config: Any, encoded: list[list[int]]) -> float:
     return statistics.fmean(model_flops(config, len(ids)) for ids in encoded)
 
 
-class KeepHistory:
-    """A Reporter that keeps the logged intervals from the checkpoint's state and drops the checkpoint."""
-
-    def __init__(self) -> None:
-        self.history: list[dict[str, Any]] = []
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        if checkpoint_dir is not None:
-            self.history = read_checkpoint_state(checkpoint_dir)["history"]
-
-
 def bench_loop(
     folder: str, train: TextDataset, validation: TextDataset, device: torch.device, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -101,7 +92,7 @@ def bench_loop(
     })
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    reporter = KeepHistory()
+    reporter = HistoryReporter()
     started = time.perf_counter()
     run_training(cfg, train, validation, WorkerContext(device=device), reporter)
     wall = time.perf_counter() - started
@@ -180,7 +171,7 @@ def _sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, threads="Host intra-op threads")
     parser.add_argument("--data", required=True, help="Folder with train.parquet and test.parquet")
     parser.add_argument("--tokenizer", required=True, help="A Hugging Face folder holding a BERT uncased tokenizer")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -194,8 +185,6 @@ def main() -> None:
     parser.add_argument("--predict-reviews", type=int, default=4096)
     parser.add_argument("--predict-batches", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--peak-size", type=int, default=8192, help="n of the n x n x n bf16 peak product")
-    parser.add_argument("--threads", type=int, default=2, help="Host intra-op threads")
-    parser.add_argument("--out", help="Write the results here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -257,9 +246,7 @@ def main() -> None:
                 print(f"{size}: predict batch {batch_size} {json.dumps(p)}", flush=True)
             results[size] = row
     summary = {"env": env, "args": vars(args), "results": results}
-    print("BENCH_RESULT " + json.dumps(summary))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

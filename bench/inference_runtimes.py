@@ -16,22 +16,24 @@ reported).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import numpy as np
 import torch
-from matmul_peak import measure_peak  # bench/ is on sys.path when a script here runs
 
+from bench.common import IMDB_TEST, bench_parser, write_result
+from bench.matmul_peak import measure_peak
 from sentiray.data import load_file
 from sentiray.predictor import Predictor
 from sentiray.runtime import TorchRunner
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imdb" / "test.parquet"
 CANDIDATES = ("torch-fp32", "torch-bf16", "torch-int8-dynamic", "torch-compile", "onnx-fp32", "onnx-int8")
 KEEP_SPEEDUP = 1.3
 KEEP_ACCURACY_LOSS = 0.003
@@ -89,10 +91,9 @@ def accuracy(predictor: Predictor, encoded: list[list[int]], labels: np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, threads="Intra-op threads of every candidate")
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", default=str(IMDB_TEST))
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--accuracy-batch", type=int, default=8, help="Batch size of the accuracy runs")
@@ -101,7 +102,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="Seconds per speed measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accuracy-reviews", type=int, default=2000, help="0: skip the accuracy check")
-    parser.add_argument("--out", help="Write the results here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -179,9 +179,7 @@ def main() -> None:
     }
     for name, row in results.items():
         print(f"{name:>20}: " + json.dumps(row), flush=True)
-    print("BENCH_RESULT " + json.dumps(summary))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

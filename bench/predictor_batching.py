@@ -7,24 +7,23 @@ The ceiling any server can reach with this model on this machine; compare with b
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 import torch
 
+from bench.common import IMDB_TEST, bench_parser, write_result
 from sentiray.data import load_file
 from sentiray.predictor import Predictor
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imdb" / "test.parquet"
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, threads="Intra-op threads of the predictor", out=None)
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", default=str(IMDB_TEST))
     parser.add_argument("--reviews", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument(
@@ -58,7 +57,7 @@ def main() -> None:
         "from_tokens": args.from_tokens,
         "reviews_per_s": out,
     }
-    print("BENCH_RESULT " + json.dumps(result))
+    write_result(result, None)
 
 
 if __name__ == "__main__":

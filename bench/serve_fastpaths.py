@@ -12,31 +12,32 @@ Variants (each a set of env vars on the local Ray, as on a RayService's Ray cont
   router-same-loop    RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0: handles route on the caller's loop
   both-same-loop      the last two together
 Per variant and round: concurrency 1 (p50/p99 latency: the per-request path) and concurrency 16
-(requests/s), closed loop (bench/serve_bench.py's run_load), one real IMDB review per request. A variant
+(requests/s), closed loop (bench/common.py's run_load), one real IMDB review per request. A variant
 that does not come up (or answers errors) is reported with its reason, not dropped silently.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.serve_bench import DEFAULT_DATA, free_port, load_reviews, run_load, server_env  # noqa: E402
+from bench.common import (
+    IMDB_TEST,
+    Server,
+    bench_parser,
+    free_port,
+    load_reviews,
+    run_load,
+    serve_argv,
+    server_env,
+    write_result,
+)
 
 VARIANTS: dict[str, dict[str, str]] = {
     "default": {},
@@ -61,57 +62,18 @@ def ray_flags_exist() -> dict[str, bool]:
     return {name: f'"{name}"' in source for name in sorted(names)}
 
 
-class Endpoint:
-    """`sentiray serve` in its own session with a variant's env; ready once /health answers 200 at the
-    configured port or, for direct ingress, at the port the ingress replica reports."""
+class Endpoint(Server):
+    """`sentiray serve` with a variant's env; ready once /health answers 200 at the configured port or,
+    for direct ingress, at the port the ingress replica reports in the log."""
 
     def __init__(self, name: str, artifact: str, threads: int, workdir: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.log_path = workdir / f"{name}.log"
+        port = free_port()
         env = {**server_env(workdir / name, threads), **VARIANTS[name]}
-        env["PYTHONPATH"] = str(REPO)
-        argv = [sys.executable, "-m", "sentiray.cli", "serve", artifact, "--port", str(self.port)]
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
-        )
-        self.url = ""
+        super().__init__(name, serve_argv(artifact, port), env, workdir / f"{name}.log", port)
 
-    def _candidates(self) -> list[str]:
-        urls = [f"http://127.0.0.1:{self.port}"]
-        urls += [f"http://127.0.0.1:{p}" for p in _DIRECT_PORT.findall(self.log_path.read_text(errors="replace"))]
-        return urls
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited {self.proc.returncode}: {self.tail()}")
-            for url in self._candidates():
-                try:
-                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                        self.url = url
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(1)
-        raise TimeoutError(f"not ready after {timeout_s}s: {self.tail()}")
-
-    def tail(self) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-        return " | ".join((errors or lines)[-3:])[-600:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # sentiray serve's clean stop
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._log.close()
+    def candidate_urls(self) -> list[str]:
+        found = _DIRECT_PORT.findall(self.log_path.read_text(errors="replace"))
+        return [*super().candidate_urls(), *(f"http://127.0.0.1:{p}" for p in found)]
 
 
 def measure(url: str, texts: list[str], duration_s: float) -> dict[str, Any]:
@@ -126,15 +88,13 @@ def measure(url: str, texts: list[str], duration_s: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser((__doc__ or "").split("\n\n")[0], threads="OMP threads of each server (its machine's cores)")
     p.add_argument("--artifact", required=True)
-    p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--threads", type=int, default=2, help="OMP threads of each server (its machine's cores)")
+    p.add_argument("--data", default=str(IMDB_TEST))
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=float, default=10.0, help="Measured seconds per concurrency level")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--workdir", default="/tmp/sentiray-fastpaths")
-    p.add_argument("--out")
     args = p.parse_args(argv)
 
     exist = ray_flags_exist()
@@ -154,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             endpoint = Endpoint(name, args.artifact, args.threads, workdir)
             try:
-                endpoint.wait_ready()
+                endpoint.wait_ready(timeout_s=300)
                 result = {"round": r, "url": endpoint.url, **measure(endpoint.url, texts, args.duration)}
             except Exception as e:
                 skipped[name] = f"{type(e).__name__}: {e}"
@@ -186,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in skipped.items():
         print(f"{name}: skipped: {reason}")
     out = {"env_vars_exist": exist, "runs": runs, "summary": summary, "skipped": skipped, "args": vars(args)}
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2))
+    write_result(out, args.out, prefix=None)
     return 0
 
 

@@ -15,28 +15,33 @@ is the HTTP + ingress share. Medians and p90s are reported; alternating keeps ma
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
 import httpx
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imdb" / "test.parquet"
+from bench.common import APP, IMDB_TEST, MODEL, bench_parser, free_port, local_serve, write_result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, threads="Torch threads of the model replica and of the direct predictor")
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", default=str(IMDB_TEST))
     parser.add_argument("--requests", type=int, default=200, help="Reviews per path")
-    parser.add_argument("--out", help="Write the results here as JSON")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster bound to 127.0.0.1
+    port = free_port()
+    with local_serve(num_cpus=args.threads + 1, port=port):
+        result = measure(args, port)
+    write_result(result, args.out)
 
-    import ray
+
+def measure(args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Deploy the app and time the three paths, alternating, one review at a time."""
     import torch
     from ray import serve
 
@@ -47,16 +52,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     texts = load_file(args.data).texts[: args.requests]
-    ray.init(num_cpus=args.threads + 1, include_dashboard=False, logging_level="ERROR")
-    serve.start(http_options={"host": "127.0.0.1", "port": 8123})
     app_args = AppArgs(model=args.artifact, batch_wait_timeout_s=0.0, torch_threads=args.threads)
     started = time.perf_counter()
     serve.run(
         build_app(app_args, model_options={"ray_actor_options": {"num_cpus": args.threads}}),
-        name="sentiray", route_prefix="/",
+        name=APP, route_prefix="/",
     )
     cold_start_s = time.perf_counter() - started
-    model = serve.get_deployment_handle("SentimentModel", app_name="sentiray")  # past the ingress
+    model = serve.get_deployment_handle(MODEL, app_name=APP)  # past the ingress
     direct = Predictor.from_artifact(args.artifact, max_batch_size=32)  # the replica's own runtime choice
 
     def call_direct(text: str) -> None:
@@ -69,7 +72,7 @@ def main() -> None:
     client = httpx.Client(timeout=60)
 
     def call_http(text: str) -> None:
-        r = client.post("http://127.0.0.1:8123/predict", json={"inputs": text})
+        r = client.post(f"http://127.0.0.1:{port}/predict", json={"inputs": text})
         r.raise_for_status()
 
     paths = {"http": call_http, "handle": call_handle, "direct": call_direct}
@@ -94,16 +97,11 @@ def main() -> None:
         "http_minus_handle": [h - d for h, d in zip(times["http"], times["handle"], strict=True)],
         "handle_minus_direct": [h - d for h, d in zip(times["handle"], times["direct"], strict=True)],
     }
-    result = {
+    return {
         "artifact": args.artifact, "threads": args.threads, "requests": len(texts),
         "runtime": direct.runtime.value, "deploy_to_running_s": round(cold_start_s, 1), "latency": summary,
         "overhead_median_ms": {name: round(statistics.median(v), 2) for name, v in paired.items()},
     }
-    print("BENCH_RESULT " + json.dumps(result), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    serve.shutdown()
-    ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ same metrics function, so the numbers compare directly with the artifact's test 
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from bench.common import bench_parser
 from sentiray.data import TextDataset, load_file
 from sentiray.metrics import classification_metrics, format_metrics_table
 from sentiray.text import clean_text
@@ -41,7 +45,7 @@ def run(train_path: str, test_path: str, max_train: int | None = None) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, out=None)
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--max-train", type=int, default=None)

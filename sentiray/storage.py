@@ -144,18 +144,6 @@ def download_dir(location: str, local_dir: str | Path) -> list[str]:
     return copied
 
 
-def list_dirs(location: str) -> list[str]:
-    """Names of the sub-directories directly under location (empty if it does not exist)."""
-    fs, base = filesystem(location)
-    if fs.get_file_info(base).type != pafs.FileType.Directory:
-        return []
-    return sorted(
-        posixpath.basename(i.path)
-        for i in fs.get_file_info(pafs.FileSelector(base))
-        if i.type == pafs.FileType.Directory
-    )
-
-
 def is_hub_id(location: str) -> bool:
     """True for `namespace/name` naming no local path: a Hugging Face Hub repository id.
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support import build_tiny_model, synthetic_reviews, write_parquet
+from tests.support import build_tiny_model, train_tiny_artifact, write_synthetic_data
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="sentiray-test-home-")
 os.environ["HOME"] = _SESSION_HOME
@@ -46,47 +45,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.parquet (600 rows) and test.parquet (240 rows) of separable synthetic reviews."""
-    folder = tmp_path_factory.mktemp("synthetic-data")
-    write_parquet(folder / "train.parquet", *synthetic_reviews(600, seed=1))
-    write_parquet(folder / "test.parquet", *synthetic_reviews(240, seed=2))
-    return folder
-
-
-class _LastCheckpoint:
-    def __init__(self) -> None:
-        self.folder: Path | None = None
-        self.metrics: dict[str, Any] = {}
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        import shutil
-
-        self.metrics = metrics
-        if checkpoint_dir:
-            self.folder = Path(tempfile.mkdtemp(prefix="ckpt-"))
-            shutil.copytree(checkpoint_dir, self.folder, dirs_exist_ok=True)
+    return write_synthetic_data(tmp_path_factory.mktemp("synthetic-data"))
 
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained tiny artifact (in-process, no Ray): separates the synthetic classes."""
-    from sentiray.config import build_config
-    from sentiray.data import load_splits
-    from sentiray.export import export_checkpoint
-    from sentiray.training import WorkerContext, run_training
-
-    cfg = build_config(
-        overrides={
-            "dataset": str(synthetic_data_dir), "base_model": str(tiny_model_dir), "max_length": 64,
-            "epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "num_workers": 1, "precision": "fp32",
-        }
-    )
-    splits = load_splits(cfg.data)
-    reporter = _LastCheckpoint()
-    run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
-    assert reporter.folder is not None
     out = tmp_path_factory.mktemp("tiny-artifact") / "artifact"
-    export_checkpoint(str(reporter.folder), cfg, str(out), test=splits.test, dataset_summary=splits.summary())
-    return out
+    return train_tiny_artifact(tiny_model_dir, synthetic_data_dir, out)
 
 
 @pytest.fixture

@@ -1,13 +1,22 @@
-"""Test material that cannot come from the Hub: a tiny DistilBERT and separable synthetic reviews."""
+"""Test material that cannot come from the Hub: a tiny DistilBERT, separable synthetic reviews, a trained
+tiny artifact; and the real IMDB reviews where the shared data is present. bench/ uses these too (tests
+never import bench/)."""
 
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+# The real IMDB parquet files (train.parquet, test.parquet), beside the checkout (see DESIGN.md).
+IMDB_DIR = REPO.parent / "shared" / "data" / "imdb"
+IMDB_TEST = IMDB_DIR / "test.parquet"
 
 POSITIVE_WORDS = ["great", "wonderful", "superb", "brilliant", "delightful", "moving", "excellent", "loved"]
 NEGATIVE_WORDS = ["awful", "boring", "terrible", "dreadful", "dull", "horrible", "worst", "hated"]
@@ -32,6 +41,15 @@ def synthetic_reviews(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     order = list(range(n))
     rng.shuffle(order)
     return [texts[i] for i in order], [labels[i] for i in order]
+
+
+def load_reviews(path: Path, n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """n reviews (text, label) drawn at random, by seed, from a parquet file with text and label columns."""
+    table = pq.read_table(path, columns=["text", "label"]).to_pydict()
+    idx = list(range(len(table["text"])))
+    random.Random(seed).shuffle(idx)
+    idx = idx[:n]
+    return [table["text"][i] for i in idx], [int(table["label"][i]) for i in idx]
 
 
 def write_parquet(path: Path, texts: list[str], labels: list[int]) -> Path:
@@ -88,3 +106,47 @@ def write_tiny_artifact(destination: Path | str, model_dir: Path, **fields: Any)
     from sentiray.model import load_model, load_tokenizer
 
     return write_loaded_artifact(destination, (load_model(str(model_dir)), load_tokenizer(str(model_dir))), **fields)
+
+
+class LastCheckpoint:
+    """A training-loop reporter that keeps a copy of the newest checkpoint (the loop removes its own
+    temporary folder after reporting) and the last metrics."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.metrics: dict[str, Any] = {}
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.metrics = metrics
+        if checkpoint_dir:
+            self.folder = Path(tempfile.mkdtemp(prefix="ckpt-"))
+            shutil.copytree(checkpoint_dir, self.folder, dirs_exist_ok=True)
+
+
+def write_synthetic_data(folder: Path) -> Path:
+    """folder/train.parquet (600 rows) and folder/test.parquet (240 rows) of separable synthetic reviews."""
+    write_parquet(folder / "train.parquet", *synthetic_reviews(600, seed=1))
+    write_parquet(folder / "test.parquet", *synthetic_reviews(240, seed=2))
+    return folder
+
+
+def train_tiny_artifact(model_dir: Path, data_dir: Path, destination: Path) -> Path:
+    """A trained tiny artifact (in-process, no Ray): the model in model_dir fine-tuned on data_dir (see
+    write_synthetic_data) until it separates the classes, exported to destination."""
+    from sentiray.config import build_config
+    from sentiray.data import load_splits
+    from sentiray.export import export_checkpoint
+    from sentiray.training import WorkerContext, run_training
+
+    cfg = build_config(
+        overrides={
+            "dataset": str(data_dir), "base_model": str(model_dir), "max_length": 64, "epochs": 3,
+            "batch_size": 16, "learning_rate": 3e-3, "num_workers": 1, "precision": "fp32",
+        }
+    )
+    splits = load_splits(cfg.data)
+    reporter = LastCheckpoint()
+    run_training(cfg, splits.train, splits.validation, WorkerContext(), reporter)
+    assert reporter.folder is not None
+    export_checkpoint(str(reporter.folder), cfg, str(destination), test=splits.test, dataset_summary=splits.summary())
+    return destination

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.load_gen import OpenLoopResult, open_loop
 from sentiray.kube.serveconfig import SOURCE, apply_overrides, load_serve_config
 from tests.integration.conftest import wait_for
 from tests.k8s_support import REPO
+from tests.load import OpenLoopResult, open_loop
 from tests.ray_cluster import RayHead, free_port, start_head
 from tests.support import synthetic_reviews
 

@@ -22,9 +22,9 @@ import httpx
 import psutil
 import pytest
 
-from bench.fuzz_serve import fuzz_endpoint
 from serve.app import build_app
 from serve.schemas import AppArgs
+from tests.fuzz import fuzz_endpoint
 from tests.integration.conftest import ServeInstance, wait_healthy
 
 pytestmark = pytest.mark.timeout(600)

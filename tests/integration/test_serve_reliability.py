@@ -23,13 +23,12 @@ import httpx
 import psutil
 import pytest
 
-from bench.load_gen import open_loop
-from bench.serve_bench import DEFAULT_DATA, load_reviews
 from sentiray.client import PredictClient
 from serve.app import FAULT_UNHEALTHY_FILE_ENV, METRIC_NAMES, SentimentModel, build_app
 from serve.schemas import AppArgs
 from tests.integration.conftest import ServeInstance, metric_sum, wait_for, wait_healthy
-from tests.support import synthetic_reviews
+from tests.load import open_loop
+from tests.support import IMDB_TEST, load_reviews, synthetic_reviews
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -76,8 +75,8 @@ def _register_by_value() -> None:
 
 def _reviews(n: int) -> list[str]:
     """Real IMDB test reviews where the shared data is present, else synthetic ones."""
-    if DEFAULT_DATA.is_file():
-        return load_reviews(DEFAULT_DATA, n, seed=5)[0]
+    if IMDB_TEST.is_file():
+        return load_reviews(IMDB_TEST, n, seed=5)[0]
     return synthetic_reviews(n, seed=5)[0]
 
 
@@ -211,7 +210,7 @@ def texts() -> list[str]:
 
 
 def test_open_loop_load_of_real_reviews_has_no_failed_request(api: str, texts: list[str], record_property: Any) -> None:
-    """30 s at a fixed 10 requests/s (open loop, bench/load_gen.py), one review each: every answer 2xx."""
+    """30 s at a fixed 10 requests/s (open loop, tests/load.py), one review each: every answer 2xx."""
     result = asyncio.run(open_loop(f"{api}/predict", [{"inputs": t} for t in texts], rate=10, duration_s=30))
     _record(
         record_property,
