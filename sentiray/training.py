@@ -234,7 +234,8 @@ def evaluate(
     """Metrics over the whole dataset, each rank scoring its stride of rows (results gathered)."""
     model.eval()
     ids = np.arange(ctx.rank, len(data), ctx.world_size)
-    logits = np.zeros((len(ids), 2), dtype=np.float32)
+    n_classes = data.label_set.num_labels
+    logits = np.zeros((len(ids), n_classes), dtype=np.float32)
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
         # A split smaller than the world leaves some ranks no rows; they still join the gather below.
@@ -250,9 +251,9 @@ def evaluate(
     model.train()
     gathered = _all_gather((ids.tolist(), logits.tolist()), ctx)
     all_ids = np.concatenate([np.asarray(g[0], dtype=np.int64) for g in gathered])
-    all_logits = np.concatenate([np.asarray(g[1], dtype=np.float32).reshape(-1, 2) for g in gathered])
+    all_logits = np.concatenate([np.asarray(g[1], dtype=np.float32).reshape(-1, n_classes) for g in gathered])
     labels = np.asarray(data.labels, dtype=np.int64)[all_ids]
-    metrics = classification_metrics(labels, all_logits)
+    metrics = classification_metrics(labels, all_logits, data.label_set.names)
     metrics["loss"] = float(F.cross_entropy(torch.from_numpy(all_logits), torch.from_numpy(labels)))
     return metrics
 
@@ -313,7 +314,7 @@ def run_training(
     base = resume_from or cfg.model.base_model
     tokenizer = load_tokenizer(base, None if resume_from else cfg.model.revision)
     model = load_model(
-        base, allow_pickle=cfg.model.allow_pickle and not resume_from,
+        base, labels=train.label_set, allow_pickle=cfg.model.allow_pickle and not resume_from,
         revision=None if resume_from else cfg.model.revision,
     ).to(ctx.device)
     freeze_lower_layers(model, o.freeze_layers)
