@@ -127,7 +127,7 @@ def run(cfg: TrainJobConfig) -> dict[str, Any]:
     print(
         f"run {name!r} ({'resuming' if resuming else 'new'}): train {len(splits.train)}, "
         f"validation {len(splits.validation)}, test {len(splits.test) if splits.test else 0} rows "
-        f"from {splits.description}",
+        f"from {splits.description}; {splits.label_set.num_labels} classes {splits.train.label_counts()}",
         flush=True,
     )
     init_ray()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sentiray import storage
 from sentiray.config import Runtime, Truncation
 from sentiray.errors import ArtifactError, ConfigError
-from sentiray.labels import ID2LABEL
+from sentiray.labels import LabelSet
 
 MANIFEST_NAME = "sentiray.json"
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ class ArtifactManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = Field(SCHEMA_VERSION)
+    # id -> class name: a copy of the model config's id2label, which is the record (LabelSet.from_model_config).
     labels: dict[int, str]
     max_length: int
     truncation: Truncation
@@ -250,7 +251,7 @@ def write_artifact(
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_bytes(data)
         manifest = ArtifactManifest(
-            labels=ID2LABEL,
+            labels=LabelSet.from_model_config(model.config).id2label,  # the config is the record
             max_length=max_length,
             truncation=Truncation(truncation),
             base_model=base_model,

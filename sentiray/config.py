@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import itertools
 import json
+import re
 import types
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentiray.errors import ConfigError
 
@@ -66,6 +68,30 @@ class Scheduler(StrEnum):
     CONSTANT = "constant"
 
 
+_BIN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-\s*(-?\d+(?:\.\d+)?)\s*)?$")
+
+
+def parse_bins(bins: tuple[str, ...] | list[str]) -> list[tuple[float, float]]:
+    """`("1-2", "3-4", "10")` -> [(1, 2), (3, 4), (10, 10)]: inclusive ranges, none overlapping."""
+    if len(bins) < 2:
+        raise ValueError(f"at least 2 label bins are needed, got {list(bins)}")
+    ranges = []
+    for spec in bins:
+        match = _BIN.match(spec)
+        if match is None:
+            raise ValueError(f"label bin {spec!r} is not LOW-HIGH or a single number (e.g. 1-2,3-4)")
+        low = float(match.group(1))
+        high = float(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise ValueError(f"label bin {spec!r} ends below its start")
+        ranges.append((low, high))
+    ordered = sorted(ranges)
+    for (_, a_high), (b_low, _) in itertools.pairwise(ordered):
+        if b_low <= a_high:
+            raise ValueError(f"label bins overlap: {list(bins)}")
+    return ranges
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -85,7 +111,17 @@ class DataConfig(_Section):
     test_file: str | None = Field(None, description="Explicit test file")
     text_column: str = Field("text", min_length=1, description="Column holding the review text")
     label_column: str = Field(
-        "label", min_length=1, description="Column holding the label (0/1, neg/pos, NEGATIVE/POSITIVE)"
+        "label", min_length=1,
+        description="Column holding the label: 0/1, neg/pos or NEGATIVE/POSITIVE for the binary default; "
+        "otherwise class names or integer ids, the classes being those of the train split",
+    )
+    label_names: tuple[str, ...] | None = Field(
+        None, description="Class names in id order, comma-separated (a,b,c): the label column then holds "
+        "these names or integer ids 0..n-1 (with --label-bins: the name of each bin)",
+    )
+    label_bins: tuple[str, ...] | None = Field(
+        None, description="Bin a numeric label column into classes, comma-separated inclusive ranges in "
+        "class order, e.g. 1-2,3-4,7-8,9-10 for IMDB's rating column (a value in no bin is an error)",
     )
     validation_fraction: float = Field(
         0.1, gt=0.0, lt=0.5, description="Share of train carved out for validation (seeded)"
@@ -94,6 +130,42 @@ class DataConfig(_Section):
     max_eval_samples: int | None = Field(None, gt=0, description="Use at most this many validation rows")
     max_test_samples: int | None = Field(None, gt=0, description="Use at most this many test rows")
     data_seed: int = Field(42, description="Seed of the shuffle before the validation split and limits")
+
+    @field_validator("label_names", "label_bins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        # A flag gives one string, a YAML file a list or a string; both mean the same.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(","))
+        return value
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_names(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is not None:
+            if any(not n for n in names):
+                raise ValueError(f"label names must be non-empty, got {list(names)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"label names must be distinct, got {list(names)}")
+            if len(names) < 2:
+                raise ValueError(f"at least 2 label names are needed, got {list(names)}")
+        return names
+
+    @field_validator("label_bins")
+    @classmethod
+    def _valid_bins(cls, bins: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if bins is not None:
+            parse_bins(bins)
+        return bins
+
+    @model_validator(mode="after")
+    def _names_match_bins(self) -> DataConfig:
+        if self.label_bins and self.label_names and len(self.label_bins) != len(self.label_names):
+            raise ValueError(
+                f"label_names has {len(self.label_names)} names for {len(self.label_bins)} label_bins; "
+                "give one name per bin"
+            )
+        return self
 
 
 class ModelConfig(_Section):
@@ -352,6 +424,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help_text = f"{field.description} (default: {default})"
             # argparse.SUPPRESS keeps unset flags out of the namespace, so YAML and presets are not
             # overwritten by defaults.
+            if get_origin(kind) in (list, tuple):
+                kind = str  # a comma-separated flag; the field's validator splits it
             if kind is bool:
                 group.add_argument(
                     flag, dest=name, action=argparse.BooleanOptionalAction,

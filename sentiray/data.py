@@ -2,6 +2,12 @@
 
 Bad data stops the job with an error naming the file, the column and how many rows are bad: no row is
 ever dropped silently.
+
+The classes come from the train split (`LabelMapping.from_train`) and are fixed there; the validation
+and test splits are mapped through them, so a class they have and train lacks is an error. Labels that
+all read as binary sentiment (0/1, neg/pos, NEGATIVE/POSITIVE) give the binary default, as before label
+sets; other labels give the sorted distinct names (or integer ids 0..n-1 with `label_names`), or
+`label_bins` cut a numeric column (IMDB's 1-10 `rating`) into classes.
 """
 
 from __future__ import annotations
@@ -20,18 +26,20 @@ import pyarrow.parquet as pq
 from sentiray import storage
 from sentiray.config import DataConfig
 from sentiray.errors import DataError
-from sentiray.labels import ID2LABEL, parse_label
+from sentiray.label_mapping import LabelMapping
+from sentiray.labels import BINARY, LabelSet
 
 _READERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Parallel lists of review texts and label ids (0 negative, 1 positive); ids are positions."""
+    """Parallel lists of review texts and label ids (positions in `label_set`; binary: 0 negative, 1 positive)."""
 
     texts: list[str]
     labels: list[int]
     source: str
+    label_set: LabelSet = BINARY
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
@@ -42,12 +50,14 @@ class TextDataset:
 
     def subset(self, indices: np.ndarray | list[int], source: str | None = None) -> TextDataset:
         return TextDataset(
-            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source or self.source
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source or self.source,
+            self.label_set,
         )
 
     def label_counts(self) -> dict[str, int]:
-        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(ID2LABEL))
-        return {ID2LABEL[i]: int(c) for i, c in enumerate(counts)}
+        names = self.label_set.names
+        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(names))
+        return {names[i]: int(c) for i, c in enumerate(counts)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,11 @@ class DatasetSplits:
     test: TextDataset | None
     description: str
     sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label_set(self) -> LabelSet:
+        """The classes, fixed from the train split."""
+        return self.train.label_set
 
     def summary(self) -> dict[str, Any]:
         splits = {"train": self.train, "validation": self.validation, "test": self.test}
@@ -100,9 +115,14 @@ def _read_table(location: str) -> pa.Table:
 
 
 def validate_columns(
-    texts: list[Any], labels: list[Any], source: str, text_column: str, label_column: str
+    texts: list[Any], labels: list[Any], source: str, text_column: str, label_column: str,
+    mapping: LabelMapping | None = None,
 ) -> TextDataset:
-    """Check every row; raise a DataError counting the bad ones, else return the clean dataset."""
+    """Check every row; raise a DataError counting the bad ones, else return the clean dataset.
+
+    Labels are mapped to ids with mapping (default: the binary sentiment classes).
+    """
+    mapping = mapping or LabelMapping.binary()
     n = len(texts)
     if n == 0:
         raise DataError(f"{source}: no rows")
@@ -112,19 +132,30 @@ def validate_columns(
             f"{source}: column {text_column!r}: {len(bad_text)} of {n} rows are empty or not strings "
             f"(first at row {bad_text[0]}: {texts[bad_text[0]]!r})"
         )
-    parsed = [parse_label(v) for v in labels]
+    parsed = [mapping.id_of(v) for v in labels]
     bad_label = [i for i, v in enumerate(parsed) if v is None]
     if bad_label:
         examples = sorted({repr(labels[i]) for i in bad_label[:1000]})[:5]
         raise DataError(
             f"{source}: column {label_column!r}: {len(bad_label)} of {n} rows have a label that is not "
-            f"one of the two classes (0/1, neg/pos, NEGATIVE/POSITIVE); found {', '.join(examples)}"
+            f"{mapping.allowed}; found {', '.join(examples)}"
         )
-    return TextDataset(list(texts), [int(v) for v in parsed if v is not None], source)
+    return TextDataset(list(texts), [int(v) for v in parsed if v is not None], source, mapping.label_set)
 
 
-def load_file(location: str, text_column: str = "text", label_column: str = "label") -> TextDataset:
-    """Read one parquet/csv/jsonl file (local or URI) and validate its text and label columns."""
+@dataclass(frozen=True)
+class _RawSplit:
+    """A split's columns as read, before its labels are mapped (that waits for the train split's classes)."""
+
+    texts: list[Any]
+    labels: list[Any]
+    source: str
+
+    def validated(self, cfg: DataConfig, mapping: LabelMapping) -> TextDataset:
+        return validate_columns(self.texts, self.labels, self.source, cfg.text_column, cfg.label_column, mapping)
+
+
+def _read_columns(location: str, text_column: str, label_column: str) -> _RawSplit:
     table = _read_table(location)
     missing = [c for c in (text_column, label_column) if c not in table.column_names]
     if missing:
@@ -132,16 +163,28 @@ def load_file(location: str, text_column: str = "text", label_column: str = "lab
             f"{location}: missing column(s) {missing}; the file has {table.column_names} "
             f"(choose others with --text-column / --label-column)"
         )
-    return validate_columns(
-        table.column(text_column).to_pylist(), table.column(label_column).to_pylist(),
-        location, text_column, label_column,
-    )
+    return _RawSplit(table.column(text_column).to_pylist(), table.column(label_column).to_pylist(), location)
 
 
-def load_aclimdb_split(root: Path, split: str) -> tuple[TextDataset, str]:
-    """Read `root/split/{neg,pos}/*.txt` (the layout of the original aclImdb archive)."""
+def load_file(
+    location: str, text_column: str = "text", label_column: str = "label", mapping: LabelMapping | None = None
+) -> TextDataset:
+    """Read one parquet/csv/jsonl file (local or URI) and validate its text and label columns.
+
+    Labels are mapped with mapping (default: the binary sentiment classes).
+    """
+    raw = _read_columns(location, text_column, label_column)
+    return validate_columns(raw.texts, raw.labels, location, text_column, label_column, mapping)
+
+
+def load_aclimdb_split(root: Path, split: str, label_column: str = "label") -> tuple[_RawSplit, str]:
+    """Read `root/split/{neg,pos}/*.txt` (the layout of the original aclImdb archive).
+
+    The label is 0 (neg) or 1 (pos); with label_column "rating", the 1-10 rating in each file's name
+    (`<id>_<rating>.txt`).
+    """
     texts: list[str] = []
-    labels: list[int] = []
+    labels: list[Any] = []
     digest = hashlib.sha256()
     for label_id, folder in ((0, "neg"), (1, "pos")):
         files = sorted((root / split / folder).glob("*.txt"))
@@ -154,8 +197,12 @@ def load_aclimdb_split(root: Path, split: str) -> tuple[TextDataset, str]:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 raise DataError(f"{f}: not valid UTF-8 ({e})") from e
-            labels.append(label_id)
-    return validate_columns(texts, labels, str(root / split), "text", "label"), digest.hexdigest()
+            if label_column == "rating":
+                rating = f.stem.rpartition("_")[2]
+                labels.append(int(rating) if rating.isdigit() else f.name)
+            else:
+                labels.append(label_id)
+    return _RawSplit(texts, labels, str(root / split)), digest.hexdigest()
 
 
 def _find_split_file(folder: Path, split: str) -> str | None:
@@ -166,7 +213,7 @@ def _find_split_file(folder: Path, split: str) -> str | None:
     return None
 
 
-def _load_hub(cfg: DataConfig) -> tuple[TextDataset, TextDataset | None, TextDataset | None, str]:
+def _load_hub(cfg: DataConfig) -> tuple[dict[str, _RawSplit], str]:
     # Imported here: `datasets` is heavy and only needed for Hub ids.
     import datasets
 
@@ -177,24 +224,19 @@ def _load_hub(cfg: DataConfig) -> tuple[TextDataset, TextDataset | None, TextDat
             f"dataset {cfg.dataset!r}: cannot load from the Hugging Face Hub ({type(e).__name__}: {e}). "
             "Offline? Point --dataset at a local folder or use --train-file/--test-file."
         ) from e
-
-    def split(name: str) -> TextDataset | None:
+    if "train" not in ds:
+        raise DataError(f"dataset {cfg.dataset!r} has no 'train' split; it has {list(ds)}")
+    out: dict[str, _RawSplit] = {}
+    for name in ("train", "validation", "test"):
         if name not in ds:
-            return None
+            continue
         part = ds[name]
         for col in (cfg.text_column, cfg.label_column):
             if col not in part.column_names:
                 raise DataError(f"{cfg.dataset}[{name}]: missing column {col!r}; has {part.column_names}")
-        return validate_columns(
-            part[cfg.text_column], part[cfg.label_column], f"{cfg.dataset}[{name}]",
-            cfg.text_column, cfg.label_column,
-        )
-
-    train = split("train")
-    if train is None:
-        raise DataError(f"dataset {cfg.dataset!r} has no 'train' split; it has {list(ds)}")
+        out[name] = _RawSplit(part[cfg.text_column], part[cfg.label_column], f"{cfg.dataset}[{name}]")
     fingerprint = ds["train"]._fingerprint  # the Hub revision's content hash as datasets computes it
-    return train, split("validation"), split("test"), f"hub:{cfg.dataset}@{fingerprint}"
+    return out, f"hub:{cfg.dataset}@{fingerprint}"
 
 
 def _shuffled(ds: TextDataset, seed: int, limit: int | None) -> TextDataset:
@@ -205,9 +247,12 @@ def _shuffled(ds: TextDataset, seed: int, limit: int | None) -> TextDataset:
 
 
 def load_splits(cfg: DataConfig) -> DatasetSplits:
-    """Load train/validation/test as configured, carve validation from train, apply row limits."""
+    """Load train/validation/test as configured, carve validation from train, apply row limits.
+
+    The label set is fixed from the train split; validation and test are mapped through it.
+    """
     hashes: dict[str, str] = {}
-    loaded: dict[str, TextDataset] = {}  # split name -> rows
+    raw: dict[str, _RawSplit] = {}  # split name -> rows as read
     files: dict[str, str] = {}  # split name -> file to read (folder discovery, then explicit flags)
     local = Path(cfg.dataset).expanduser()
     if cfg.train_file:
@@ -221,9 +266,9 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
         if not local.is_dir():
             raise DataError(f"dataset {local}: expected a folder (use --train-file for a single file)")
         if (local / "train" / "pos").is_dir():
-            loaded["train"], hashes["aclImdb/train"] = load_aclimdb_split(local, "train")
+            raw["train"], hashes["aclImdb/train"] = load_aclimdb_split(local, "train", cfg.label_column)
             if (local / "test" / "pos").is_dir() and not cfg.test_file:
-                loaded["test"], hashes["aclImdb/test"] = load_aclimdb_split(local, "test")
+                raw["test"], hashes["aclImdb/test"] = load_aclimdb_split(local, "test", cfg.label_column)
             description = f"aclImdb:{local}"
         else:
             for split_name in ("train", "validation", "test"):
@@ -235,16 +280,16 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
                 )
             description = f"folder:{local}"
     else:
-        hub_train, hub_validation, hub_test, description = _load_hub(cfg)
-        loaded = {"train": hub_train}
-        loaded.update({k: v for k, v in (("validation", hub_validation), ("test", hub_test)) if v is not None})
+        raw, description = _load_hub(cfg)
 
     for split_name in ("validation", "test"):
         if explicit := getattr(cfg, f"{split_name}_file"):
             files[split_name] = explicit
     for split_name, path in files.items():
-        loaded[split_name] = load_file(path, cfg.text_column, cfg.label_column)
+        raw[split_name] = _read_columns(path, cfg.text_column, cfg.label_column)
         hashes[path] = _sha256_file(path)
+    mapping = LabelMapping.from_train(raw["train"].labels, cfg, raw["train"].source)
+    loaded = {name: split.validated(cfg, mapping) for name, split in raw.items()}
     train, validation, test = loaded["train"], loaded.get("validation"), loaded.get("test")
 
     train = _shuffled(train, cfg.data_seed, None)
@@ -252,8 +297,8 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
         n_val = max(1, round(len(train) * cfg.validation_fraction))
         if len(train) - n_val < 1:
             raise DataError(f"{train.source}: {len(train)} rows are too few to carve a validation split")
-        validation = TextDataset(train.texts[:n_val], train.labels[:n_val], f"{train.source}[validation]")
-        train = TextDataset(train.texts[n_val:], train.labels[n_val:], f"{train.source}[train]")
+        validation = train.subset(range(n_val), f"{train.source}[validation]")  # type: ignore[arg-type]
+        train = train.subset(range(n_val, len(train)), f"{train.source}[train]")  # type: ignore[arg-type]
     if cfg.max_train_samples is not None:
         train = train.subset(range(min(cfg.max_train_samples, len(train))))  # type: ignore[arg-type]
     validation = _shuffled(validation, cfg.data_seed, cfg.max_eval_samples)

@@ -15,6 +15,7 @@ from sentiray.artifact import REFERENCE_RUNTIME, RuntimeMetrics, runtime_key, wr
 from sentiray.config import Precision, Runtime, TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.errors import ModelLoadError
+from sentiray.labels import LabelSet
 from sentiray.metrics import classification_metrics
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
 from sentiray.predictor import Predictor
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 def evaluate_predictor(predictor: Predictor, data: TextDataset) -> dict[str, Any]:
     """Test metrics through the same predictor serving uses (same tokenization, same precision)."""
     logits = predictor.logits(data.texts)
-    return classification_metrics(np.asarray(data.labels), logits)
+    return classification_metrics(np.asarray(data.labels), logits, data.label_set.names)
 
 
 def export_device(device: str) -> torch.device:
@@ -116,8 +117,10 @@ def export_checkpoint(
             checkpoint_dir, cfg, test, scoring_device, wanted, skip={REFERENCE_RUNTIME}
         )
     history = history if history is not None else state.get("history", [])
-    plots = render_plots(history, test_metrics)
+    label_set = LabelSet.from_model_config(model.config)
+    plots = render_plots(history, test_metrics, label_set)
     card = model_card(
+        labels=label_set,
         model_name=model_name or destination.rstrip("/").rsplit("/", 1)[-1],
         base_model=cfg.model.base_model,
         dataset=dataset_summary,

@@ -14,42 +14,110 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(exp / exp.sum(axis=-1, keepdims=True))
 
 
-def classification_metrics(labels: Sequence[int] | np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-    """Accuracy, F1, precision, recall (positive class), ROC-AUC and the confusion matrix.
+def classification_metrics(
+    labels: Sequence[int] | np.ndarray, logits: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, F1, precision, recall, ROC-AUC and the confusion matrix of single-label predictions.
 
-    The confusion matrix is [[true neg, false pos], [false neg, true pos]]. ROC-AUC is None when the
-    labels hold one class only (it is undefined then).
+    Two classes (the binary default): F1, precision and recall of the positive class (id 1), and the
+    confusion matrix [[true neg, false pos], [false neg, true pos]]; ROC-AUC is None when the labels hold
+    one class only (it is undefined then).
+
+    More classes: F1, precision and recall are macro averages (every class weighs the same, however
+    rare), `per_class` holds each class's (keyed by name, from names or the id), the confusion matrix is
+    n x n (row: true class, column: predicted, in id order), and ROC-AUC is the macro one-vs-rest
+    average, None unless every class occurs in the labels (a class's AUC is undefined without it).
     """
     # Imported here: sklearn.metrics pulls in scipy.stats (about 2 s of CPU), which every process that
     # only needs softmax (each Serve model replica, through the predictor) or the table (the training
     # driver) would otherwise pay at startup.
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     y = np.asarray(labels, dtype=np.int64)
     probs = softmax(np.asarray(logits, dtype=np.float64))
     pred = probs.argmax(axis=-1)
-    both_classes = len(np.unique(y)) == 2
+    n_classes = probs.shape[-1]
+    if n_classes == 2:
+        both_classes = len(np.unique(y)) == 2
+        return {
+            "accuracy": float(accuracy_score(y, pred)),
+            "f1": float(f1_score(y, pred, zero_division=0)),
+            "precision": float(precision_score(y, pred, zero_division=0)),
+            "recall": float(recall_score(y, pred, zero_division=0)),
+            "roc_auc": float(roc_auc_score(y, probs[:, 1])) if both_classes else None,
+            "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+            "n": int(len(y)),
+        }
+    ids = list(range(n_classes))
+    names = list(names) if names is not None else [str(i) for i in ids]
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names for logits of {n_classes} classes")
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    present = set(np.unique(y).tolist())
+    per_class_auc = [
+        float(roc_auc_score(y == i, probs[:, i])) if i in present and len(present) > 1 else None for i in ids
+    ]
     return {
         "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "roc_auc": float(roc_auc_score(y, probs[:, 1])) if both_classes else None,
-        "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+        "f1": float(np.mean(f1)),
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "roc_auc": float(np.mean(per_class_auc)) if present == set(ids) else None,  # type: ignore[arg-type]
+        "confusion_matrix": confusion_matrix(y, pred, labels=ids).tolist(),
         "n": int(len(y)),
+        "average": "macro",
+        "labels": names,
+        "per_class": {
+            name: {
+                "f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+                "roc_auc": per_class_auc[i], "support": int(support[i]),
+            }
+            for i, name in enumerate(names)
+        },
     }
 
 
+def _shown(value: Any) -> str:
+    return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
 def format_metrics_table(metrics: dict[str, Any], title: str = "test metrics") -> str:
-    """A small fixed-width table for logs."""
+    """A small fixed-width table for logs (with per-class rows and an n x n confusion matrix past 2 classes)."""
     rows = [(k, metrics[k]) for k in ("accuracy", "f1", "precision", "recall", "roc_auc", "n") if k in metrics]
     lines = [f"{title}", "-" * 28]
+    if metrics.get("average") == "macro":
+        lines[1:1] = ["(f1, precision, recall, roc_auc: macro averages over the classes)"]
     for key, value in rows:
-        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-        lines.append(f"{key:<12}{shown:>16}")
-    if "confusion_matrix" in metrics:
-        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+        lines.append(f"{key:<12}{_shown(value):>16}")
+    matrix = metrics.get("confusion_matrix")
+    if matrix is not None and len(matrix) == 2 and "per_class" not in metrics:
+        (tn, fp), (fn, tp) = matrix
         lines.append(f"{'confusion':<12}{'pred NEG  pred POS':>16}")
         lines.append(f"{'  true NEG':<12}{tn:>8}{fp:>10}")
         lines.append(f"{'  true POS':<12}{fn:>8}{tp:>10}")
+        return "\n".join(lines)
+    per_class: dict[str, dict[str, Any]] = metrics.get("per_class", {})
+    if per_class:
+        width = max(12, *(len(name) + 2 for name in per_class))
+        lines.append(f"{'class':<{width}}{'f1':>9}{'precision':>11}{'recall':>9}{'roc_auc':>9}{'support':>9}")
+        for name, m in per_class.items():
+            lines.append(
+                f"{name:<{width}}{_shown(m['f1']):>9}{_shown(m['precision']):>11}{_shown(m['recall']):>9}"
+                f"{_shown(m['roc_auc']):>9}{m['support']:>9}"
+            )
+    if matrix is not None:
+        names = list(per_class) or [str(i) for i in range(len(matrix))]
+        cell = max(7, *(len(n) + 1 for n in names), *(len(str(v)) + 1 for row in matrix for v in row))
+        lines.append("confusion (rows: true, columns: predicted)")
+        lines.append(" " * cell + "".join(f"{n:>{cell}}" for n in names))
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"{name:>{cell}}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import torch
 
 from sentiray.config import Precision
 from sentiray.errors import ConfigError, ModelLoadError
-from sentiray.labels import ID2LABEL, LABEL2ID, NUM_LABELS
+from sentiray.labels import BINARY, LabelSet
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -54,25 +54,48 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
         raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load ({e})") from e
 
 
+def _recorded_label_set(config: Any) -> LabelSet:
+    """The label set a model config records; BINARY for one with no trained head (a base model).
+
+    transformers gives a config without classes the placeholder names LABEL_0, LABEL_1; those (and an
+    artifact written before label sets, which records NEGATIVE/POSITIVE and no problem_type) read as
+    the binary default, as every model did before label sets.
+    """
+    id2label = getattr(config, "id2label", None) or {}
+    placeholder = all(str(name) == f"LABEL_{int(i)}" for i, name in id2label.items())
+    if placeholder and getattr(config, "problem_type", None) is None:
+        return BINARY
+    return LabelSet.from_model_config(config)
+
+
 def load_model(
     name_or_path: str,
     *,
+    labels: LabelSet | None = None,
     allow_pickle: bool = False,
     revision: str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Any:
-    """A sequence classifier with the project's two labels (a new head if the base has none)."""
-    from transformers import AutoModelForSequenceClassification
+    """A sequence classifier for a label set.
+
+    labels None: the classes the model records (an artifact's or checkpoint's), or the binary default
+    for a base model without a trained head. Given labels that differ from the recorded ones get a new
+    head (fine-tuning a base model, or a binary model into more classes).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
     _refuse_local_pickle(name_or_path, allow_pickle)
     try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
+        recorded = _recorded_label_set(config)
+        wanted = labels or recorded
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             revision=revision,
-            num_labels=NUM_LABELS,
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
+            **wanted.model_config_kwargs(),
+            # A head of another size than the one saved is replaced by a fresh one, not an error.
+            ignore_mismatched_sizes=wanted.num_labels != int(getattr(config, "num_labels", 0) or 0),
             trust_remote_code=False,
             use_safetensors=None if allow_pickle else True,
             dtype=dtype,
@@ -80,6 +103,8 @@ def load_model(
     except (OSError, ValueError) as e:
         hint = "" if allow_pickle else " (only safetensors weights load without --allow-pickle)"
         raise ModelLoadError(f"model {name_or_path!r}: cannot load{hint}: {e}") from e
+    except ConfigError as e:
+        raise ModelLoadError(f"model {name_or_path!r}: {e}") from e
     return model
 
 

@@ -200,7 +200,7 @@ class Predictor:
         Inputs are sorted by length and cut into passes of similar length (forward_passes), so little
         compute goes to padding.
         """
-        out = np.empty((len(encoded), len(ID2LABEL)), dtype=np.float32)
+        out = np.empty((len(encoded), int(self.model.config.num_labels)), dtype=np.float32)
         stats = []
         pad_id = self.encoder.pad_token_id
         lengths = [len(ids) for ids in encoded]

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from sentiray.labels import ID2LABEL
+from sentiray.labels import BINARY, LabelSet
 
 LOSS_PLOT = "plots/loss.png"
 ACCURACY_PLOT = "plots/eval_accuracy.png"
@@ -20,7 +20,9 @@ def _figure_bytes(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def render_plots(history: list[dict[str, Any]], test_metrics: dict[str, Any] | None) -> dict[str, bytes]:
+def render_plots(
+    history: list[dict[str, Any]], test_metrics: dict[str, Any] | None, labels: LabelSet = BINARY
+) -> dict[str, bytes]:
     """PNG files (relative path -> bytes): training loss, validation accuracy, test confusion matrix."""
     import matplotlib
 
@@ -44,10 +46,12 @@ def render_plots(history: list[dict[str, Any]], test_metrics: dict[str, Any] | N
         plt.close(fig)
     if test_metrics and "confusion_matrix" in test_metrics:
         matrix = test_metrics["confusion_matrix"]
-        fig, ax = plt.subplots(figsize=(4, 3.6))
+        # Past a few classes the cells and tick names need room: the figure grows with the class count.
+        side = max(4.0, 0.6 * len(matrix) + 2.0)
+        fig, ax = plt.subplots(figsize=(side, side * 0.9))
         ax.imshow(matrix, cmap="Blues")
-        names = [ID2LABEL[i] for i in range(len(matrix))]
-        ax.set_xticks(range(len(names)), names)
+        names = list(labels.names)
+        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0)
         ax.set_yticks(range(len(names)), names)
         ax.set(xlabel="predicted", ylabel="true", title=f"Test confusion matrix (n={test_metrics.get('n')})")
         peak = max(max(row) for row in matrix) or 1
@@ -69,17 +73,28 @@ def model_card(
     truncation: str,
     training_config: dict[str, Any],
     plots: list[str],
+    labels: LabelSet = BINARY,
 ) -> str:
-    """A Hugging Face model card (README.md) with model-index metrics the Hub renders."""
+    """A Hugging Face model card (README.md) with model-index metrics the Hub renders.
+
+    The binary default's card reads as it always has; other label sets name their classes, call the
+    averaged metrics macro and add a per-class table.
+    """
     source = str(dataset.get("source", "unknown"))
     hub_dataset = source.removeprefix("hub:").split("@")[0] if source.startswith("hub:") else "imdb"
+    binary = labels.is_binary
+
+    def metric_name(key: str) -> str:
+        name = key.replace("_", " ")
+        return name if binary or key == "accuracy" else f"macro {name}"
+
     results = []
     if test_metrics:
         results.append({
-            "task": {"type": "text-classification", "name": "Sentiment analysis"},
+            "task": {"type": "text-classification", "name": "Sentiment analysis" if binary else "Text classification"},
             "dataset": {"type": hub_dataset, "name": source, "split": "test"},
             "metrics": [
-                {"type": key, "value": round(float(test_metrics[key]), 4), "name": key.replace("_", " ")}
+                {"type": key, "value": round(float(test_metrics[key]), 4), "name": metric_name(key)}
                 for key in ("accuracy", "f1", "precision", "recall", "roc_auc")
                 if test_metrics.get(key) is not None
             ],
@@ -98,21 +113,39 @@ def model_card(
     rows = dataset.get("rows", {})
     metric_lines = (
         "\n".join(
-            f"| {key} | {test_metrics[key]:.4f} |"
+            f"| {key if binary else metric_name(key)} | {test_metrics[key]:.4f} |"
             for key in ("accuracy", "f1", "precision", "recall", "roc_auc")
             if test_metrics.get(key) is not None
         )
         if test_metrics
         else "| (no test split) | |"
     )
+    if test_metrics and test_metrics.get("per_class"):
+        metric_lines += "\n\n| class | f1 | precision | recall | support |\n| --- | --- | --- | --- | --- |\n"
+        metric_lines += "\n".join(
+            f"| {name} | {m['f1']:.4f} | {m['precision']:.4f} | {m['recall']:.4f} | {m['support']} |"
+            for name, m in test_metrics["per_class"].items()
+        )
     plot_lines = "\n".join(f"![{p}]({p})" for p in plots)
+    shown_names = " / ".join(f"`{n}`" for n in labels.names)
+    what = (
+        f"A binary sentiment classifier ({shown_names})"
+        if binary
+        else f"A {labels.num_labels}-class text classifier ({shown_names})"
+    )
+    no_class = "there is no neutral class" if binary else "only the classes above exist"
+    example = (
+        '[{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 0.01}]'
+        if binary
+        else "[" + ", ".join(f'{{"label": "{n}", "score": ...}}' for n in labels.names) + "]"
+    )
     return f"""---
 {yaml.safe_dump(front, sort_keys=False).strip()}
 ---
 
 # {model_name}
 
-A binary sentiment classifier (`NEGATIVE` / `POSITIVE`) fine-tuned from
+{what} fine-tuned from
 [`{base_model}`](https://huggingface.co/{base_model}) with sentiray on Ray Train.
 
 ## Results on the test split
@@ -140,7 +173,7 @@ larger system that tolerates errors. Scores are softmax probabilities from the c
 ## Limitations
 
 - Trained on IMDB-style movie reviews: expect lower accuracy on other domains, sarcasm, mixed or
-  neutral text (there is no neutral class), and non-English text.
+  neutral text ({no_class}), and non-English text.
 - Reviews longer than {max_length} tokens are truncated (`{truncation}`).
 - It inherits the biases of its base model and of the review corpus; do not use it to make decisions
   about people.
@@ -153,7 +186,7 @@ Served by sentiray (Ray Serve):
 sentiray serve ./artifact            # or: helm install ... --set model.uri=s3://.../artifact
 curl -s localhost:8000/predict -H 'content-type: application/json' \\
      -d '{{"inputs": "A wonderful, moving film."}}'
-# [{{"label": "POSITIVE", "score": 0.99}}, {{"label": "NEGATIVE", "score": 0.01}}]
+# {example}
 ```
 
 With transformers (same labels; sentiray also strips `<br />` tags and applies the truncation above):

@@ -6,7 +6,7 @@ gathered validation logits; `evaluate` runs the model over the validation split 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -25,9 +25,9 @@ def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
-def validation_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+def validation_metrics(labels: np.ndarray, logits: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
     """Classification metrics and the mean loss over the whole validation split."""
-    metrics = classification_metrics(labels, logits)
+    metrics = classification_metrics(labels, logits, label_names)
     metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
     return metrics
 
@@ -63,4 +63,4 @@ def evaluate(
     all_ids = np.concatenate([np.asarray(g[0], dtype=np.int64) for g in gathered])
     all_logits = np.concatenate([np.asarray(g[1], dtype=np.float32).reshape(-1, n_outputs) for g in gathered])
     labels = np.asarray(data.labels, dtype=np.int64)[all_ids]
-    return validation_metrics(labels, all_logits)
+    return validation_metrics(labels, all_logits, data.label_set.names)

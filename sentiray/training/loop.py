@@ -117,7 +117,10 @@ class Trainer:
         base = resume_from or m.base_model
         tokenizer = load_tokenizer(base, None if resume_from else m.revision)
         model = load_model(
-            base, allow_pickle=m.allow_pickle and not resume_from, revision=None if resume_from else m.revision
+            base,
+            labels=self.train_data.label_set,
+            allow_pickle=m.allow_pickle and not resume_from,
+            revision=None if resume_from else m.revision,
         ).to(self.ctx.device)
         freeze_lower_layers(model, self.cfg.optim.freeze_layers)
         model.train()

@@ -136,6 +136,48 @@ def test_two_workers_train_an_artifact_that_reloads_and_scores(
     assert "samples/s" in stdout and "step 5/" in stdout and "test metrics" in stdout
 
 
+# The real IMDB sample (its `rating` column: 1-4 negative reviews, 7-10 positive ones).
+SHARED_IMDB = Path(os.environ.get("SENTIRAY_IMDB_DIR", REPO.parent / "shared" / "data" / "imdb"))
+
+
+@pytest.mark.skipif(not (SHARED_IMDB / "train.parquet").is_file(), reason=f"IMDB sample not found at {SHARED_IMDB}")
+def test_three_rating_classes_from_real_imdb(head: RayHead, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from sentiray.config import DataConfig
+    from sentiray.data import load_splits
+
+    names = ["negative", "good", "great"]
+    data = {
+        "label_column": "rating", "label_bins": "1-4,7-8,9-10", "label_names": ",".join(names),
+        "max_train_samples": 96, "max_eval_samples": 30, "max_test_samples": 60,
+    }
+    args = job_args(
+        tiny_model_dir, SHARED_IMDB, str(tmp_path / "runs"), name="three", epochs=1, max_steps=3, batch_size=8,
+        **data,
+    )
+    proc = run_job(head, args)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
+    assert "3 classes" in proc.stdout
+    result = parse_result(proc.stdout)
+    manifest = verify_artifact(result["artifact"])
+    # The artifact records the three classes in its model config (the record) and its manifest.
+    config = json.loads((Path(result["artifact"]) / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "good", "2": "great"}
+    assert manifest.labels == dict(enumerate(names))
+    # Metrics of three classes: the test rows' true classes are the rows of a 3 x 3 confusion matrix.
+    metrics = result["test_metrics"]
+    assert metrics == manifest.test_metrics
+    assert metrics["labels"] == names and sorted(metrics["per_class"]) == sorted(names)
+    matrix = np.asarray(metrics["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == metrics["n"] == 60
+    cfg = DataConfig(dataset=str(SHARED_IMDB), **data)  # type: ignore[arg-type]
+    test = load_splits(cfg).test
+    assert test is not None
+    assert matrix.sum(axis=1).tolist() == list(test.label_counts().values())
+    assert {"eval_accuracy", "eval_f1", "eval_roc_auc"} <= set(result["validation"])
+    predictor = Predictor.from_artifact(result["artifact"], precision="fp32")
+    assert predictor.logits(test.texts[:5]).shape == (5, 3)
+
+
 def test_sharding_is_disjoint_and_covers_the_split_on_ray_workers(head: RayHead, tmp_path: Path) -> None:
     script = f"""
 import json, ray, ray.train

@@ -112,3 +112,79 @@ def test_metrics_table() -> None:
     assert any(line.split() == ["true", "NEG", "1", "1"] for line in lines)
     one_class = format_metrics_table(classification_metrics([1], _logits_for([0.9])))
     assert any(line.split() == ["roc_auc", "n/a"] for line in one_class.splitlines())
+
+
+# --- more than two classes ----------------------------------------------------------------------------
+
+
+def _one_hot_logits(predicted: list[int], n_classes: int, margin: float = 3.0) -> np.ndarray:
+    logits = np.zeros((len(predicted), n_classes))
+    logits[np.arange(len(predicted)), predicted] = margin
+    return logits
+
+
+def test_three_classes_by_hand() -> None:
+    labels = [0, 0, 1, 1, 2, 2]
+    predicted = [0, 1, 1, 1, 0, 2]
+    m = classification_metrics(labels, _one_hot_logits(predicted, 3), ["neg", "mid", "pos"])
+    # Per class: neg tp1 fp1 fn1; mid tp2 fp1 fn0; pos tp1 fp0 fn1.
+    expected = {
+        "neg": (0.5, 0.5, 0.5),
+        "mid": (2 / 3, 1.0, 0.8),
+        "pos": (1.0, 0.5, 2 / 3),
+    }
+    for name, (precision, recall, f1) in expected.items():
+        per = m["per_class"][name]
+        assert per["precision"] == pytest.approx(precision)
+        assert per["recall"] == pytest.approx(recall)
+        assert per["f1"] == pytest.approx(f1)
+        assert per["support"] == 2
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["f1"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert m["precision"] == pytest.approx(np.mean([0.5, 2 / 3, 1.0]))
+    assert m["recall"] == pytest.approx(np.mean([0.5, 1.0, 0.5]))
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["labels"] == ["neg", "mid", "pos"]
+    assert m["average"] == "macro"
+    assert m["n"] == 6
+
+
+def test_one_vs_rest_auc_per_class_and_macro() -> None:
+    labels = [0, 1, 2, 0, 1, 2, 0, 1]
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(8, 3))
+    m = classification_metrics(labels, logits, ["a", "b", "c"])
+    probs = softmax(logits)
+    for i, name in enumerate("abc"):
+        one_vs_rest = [int(y == i) for y in labels]
+        assert m["per_class"][name]["roc_auc"] == pytest.approx(_pairwise_auc(one_vs_rest, list(probs[:, i])))
+    assert m["roc_auc"] == pytest.approx(np.mean([m["per_class"][n]["roc_auc"] for n in "abc"]))
+
+
+def test_one_vs_rest_auc_is_none_where_a_class_is_missing() -> None:
+    m = classification_metrics([0, 1, 0, 1], np.random.default_rng(0).normal(size=(4, 4)))
+    assert m["roc_auc"] is None
+    assert m["labels"] == ["0", "1", "2", "3"]
+    assert m["per_class"]["2"]["roc_auc"] is None and m["per_class"]["0"]["roc_auc"] is not None
+    assert m["confusion_matrix"][2] == [0, 0, 0, 0] and len(m["confusion_matrix"]) == 4
+    with pytest.raises(ValueError, match="2 class names for logits of 4 classes"):
+        classification_metrics([0, 1], np.zeros((2, 4)), ["a", "b"])
+
+
+def test_binary_output_keeps_its_keys() -> None:
+    m = classification_metrics([1, 0, 1], _logits_for([0.9, 0.2, 0.4]), ["NEGATIVE", "POSITIVE"])
+    assert set(m) == {"accuracy", "f1", "precision", "recall", "roc_auc", "confusion_matrix", "n"}
+
+
+def test_metrics_table_for_three_classes() -> None:
+    m = classification_metrics([0, 0, 1, 1, 2, 2], _one_hot_logits([0, 1, 1, 1, 0, 2], 3), ["neg", "mid", "pos"])
+    lines = format_metrics_table(m).splitlines()
+    assert any("macro averages" in line for line in lines)
+    mid = next(line.split() for line in lines if line.startswith("mid "))
+    assert mid[:4] == ["mid", "0.8000", "0.6667", "1.0000"] and mid[-1] == "2"
+    # The n x n matrix, rows true and columns predicted, under the class names.
+    header = next(i for i, line in enumerate(lines) if line.startswith("confusion"))
+    assert lines[header + 1].split() == ["neg", "mid", "pos"]
+    assert [line.split() for line in lines[header + 2 : header + 5]] == [
+        ["neg", "1", "1", "0"], ["mid", "0", "2", "0"], ["pos", "1", "0", "1"],
+    ]
