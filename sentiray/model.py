@@ -15,7 +15,7 @@ import torch
 
 from sentiray.config import Precision
 from sentiray.errors import ConfigError, ModelLoadError
-from sentiray.labels import ID2LABEL, LABEL2ID, NUM_LABELS
+from sentiray.labels import ID2LABEL, LABEL2ID, NUM_LABELS, LabelSet
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -60,8 +60,10 @@ def load_model(
     allow_pickle: bool = False,
     revision: str | None = None,
     dtype: torch.dtype | None = None,
+    labels: LabelSet | None = None,
 ) -> Any:
-    """A sequence classifier with the project's two labels (a new head if the base has none)."""
+    """A sequence classifier with the given labels (default: the project's two), a new head if the base
+    has none. Serving passes the artifact's own label set, read from its config."""
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -70,9 +72,11 @@ def load_model(
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             revision=revision,
-            num_labels=NUM_LABELS,
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
+            **(
+                labels.model_config_kwargs()
+                if labels is not None
+                else {"num_labels": NUM_LABELS, "id2label": ID2LABEL, "label2id": LABEL2ID}
+            ),
             trust_remote_code=False,
             use_safetensors=None if allow_pickle else True,
             dtype=dtype,
