@@ -34,7 +34,6 @@ from serve.checks import (
 from serve.errors import (
     InvalidInputError,
     InvalidRequestError,
-    InvalidTensorError,
     ModelNotFoundError,
     NotReadyError,
     RequestError,
@@ -139,10 +138,14 @@ class SentimentIngress:
 
     # -- request stages ---------------------------------------------------------------------------------
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The raw body within the size and time limits (each a 4xx)."""
+        check_declared_length(request.headers.get("content-length"), self._args.max_body_bytes)
+        return await read_body(request.stream(), self._args.max_body_bytes, self._args.body_timeout_s)
+
     async def _read_json(self, request: Request, *, required: str) -> dict[str, Any]:
         """The body parsed as JSON after size, UTF-8 and depth checks (each a 4xx)."""
-        check_declared_length(request.headers.get("content-length"), self._args.max_body_bytes)
-        body = await read_body(request.stream(), self._args.max_body_bytes, self._args.body_timeout_s)
+        body = await self._read_body(request)
         return parse_json_object(body, self._args.max_json_depth, required=required)
 
     def _check_count(self, texts: list[Any]) -> list[str]:
@@ -276,6 +279,12 @@ class SentimentIngress:
     # and /predict. Errors are the same ErrorBody, whose `error` field is what KServe's and Triton's
     # clients read.
 
+    @fastapi_app.get("/v2", summary="Open Inference Protocol: server metadata")
+    async def v2_server(self) -> dict[str, Any]:
+        from sentiray import __version__
+
+        return {"name": "sentiray", "version": __version__, "extensions": list(oip.EXTENSIONS)}
+
     @fastapi_app.get("/v2/health/live", summary="Open Inference Protocol: the server is up")
     async def v2_live(self) -> dict[str, bool]:
         return {"live": True}
@@ -318,11 +327,12 @@ class SentimentIngress:
     async def v2_infer(self, name: str, request: Request) -> Any:
         authorize(request.headers.get("authorization"), self._token)
         self._check_name(name)
-        if oip.BINARY_HEADER in request.headers:
-            raise InvalidTensorError(
-                "binary tensor data (Inference-Header-Content-Length) is not supported; send JSON tensors"
-            )
-        raw = await self._read_json(request, required="inputs")
-        infer = oip.parse_infer_request(raw)
+        body = await self._read_body(request)
+        binary: bytes | None = None
+        header_length = request.headers.get(oip.BINARY_HEADER)
+        if header_length is not None:  # Triton's binary tensor extension: a JSON header, then raw tensors
+            body, binary = oip.split_binary_body(body, header_length)
+        raw = parse_json_object(body, self._args.max_json_depth, required="inputs")
+        infer = oip.parse_infer_request(raw, binary)
         names, scores = await self._scores(infer.texts, infer.function_to_apply)
         return oip.infer_response(name, infer, names, scores)

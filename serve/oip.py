@@ -6,14 +6,17 @@ in label-id order, after `function_to_apply`). The input may have any name, as K
 server reads the first input whatever its name; the metadata calls it `text`. What is wrong with a
 tensor is an `InvalidTensorError` (400) that names the tensor and the problem.
 
-Kept to the protocol's JSON form: Triton's binary tensor extension (`binary_data_size`, the
-`Inference-Header-Content-Length` header) is refused with a 400 that says so, and outputs always come
-back as JSON (a client that asked for `binary_data_output` reads those as well).
+Inputs may also come in Triton's binary tensor extension (tritonclient's and perf_analyzer's default):
+the JSON header is the body's first `Inference-Header-Content-Length` bytes, and the texts follow as
+raw BYTES elements (each a 4-byte little-endian length, then that many UTF-8 bytes), the input's
+`binary_data_size` long. Outputs always come back as JSON, which those clients read as well when they
+asked for `binary_data_output`.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -30,6 +33,8 @@ OUTPUTS = (LABEL_OUTPUT, SCORES_OUTPUT)
 BYTES = "BYTES"
 FP32 = "FP32"
 BINARY_HEADER = "inference-header-content-length"
+# Triton's name for the binary tensor extension (inputs only here; see the module docstring).
+EXTENSIONS = ("binary_tensor_data",)
 
 _FUNCTIONS: tuple[str, ...] = get_args(FunctionToApply)
 
@@ -128,8 +133,50 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
     return flat
 
 
-def parse_infer_request(raw: dict[str, Any]) -> Infer:
-    """The texts and options of an inference request; InvalidTensorError (400) naming what is wrong."""
+def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data of a body sent with Inference-Header-Content-Length."""
+    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        raise InvalidTensorError(
+            f"Inference-Header-Content-Length: {header_length!r} is not a length within the {len(body)}-byte body"
+        )
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def _decode_bytes_elements(binary: bytes, where: str) -> list[str]:
+    """BYTES elements in Triton's binary form: a 4-byte little-endian length, then the bytes, repeated."""
+    texts, at = [], 0
+    while at < len(binary):
+        if at + 4 > len(binary):
+            raise InvalidTensorError(f"{where}: binary data ends inside an element's 4-byte length")
+        (size,) = struct.unpack_from("<I", binary, at)
+        at += 4
+        if at + size > len(binary):
+            raise InvalidTensorError(f"{where}: binary element {len(texts)} runs past the end of the data")
+        try:
+            texts.append(binary[at : at + size].decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise InvalidTensorError(f"{where}: binary element {len(texts)} is not UTF-8 (byte {e.start})") from None
+        at += size
+    return texts
+
+
+def _binary_texts(tensor: RequestInput, binary: bytes, where: str) -> list[str]:
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
+        raise InvalidTensorError(
+            f"{where}: parameters.binary_data_size {size!r} does not match the {len(binary)} bytes after the header"
+        )
+    if tensor.data is not None:
+        raise InvalidTensorError(f"{where}: give the texts either in `data` or as binary data, not both")
+    return _decode_bytes_elements(binary, where)
+
+
+def parse_infer_request(raw: dict[str, Any], binary: bytes | None = None) -> Infer:
+    """The texts and options of an inference request; InvalidTensorError (400) naming what is wrong.
+
+    binary: what followed the JSON header of a body in the binary tensor extension (None: JSON only).
+    """
     try:
         req = InferenceRequest.model_validate(raw)
     except ValidationError as e:
@@ -143,16 +190,20 @@ def parse_infer_request(raw: dict[str, Any]) -> Infer:
     where = f"inputs[0] ({tensor.name!r})"
     if tensor.datatype != BYTES:
         raise InvalidTensorError(f"{where}: datatype {tensor.datatype!r}; this model takes {BYTES} (texts)")
-    if tensor.parameters and "binary_data_size" in tensor.parameters:
-        raise InvalidTensorError(
-            f"{where}: binary tensor data is not supported; send the texts as JSON strings in `data`"
-        )
     shape = tensor.shape
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or any(d < 0 for d in shape):
         raise InvalidTensorError(f"{where}: shape {shape}; expected [N] or [N, 1] (N texts)")
-    if tensor.data is None:
+    declares_binary = "binary_data_size" in (tensor.parameters or {})
+    if binary is not None or declares_binary:
+        if binary is None:
+            raise InvalidTensorError(
+                f"{where}: parameters.binary_data_size is set but the request has no Inference-Header-Content-Length"
+            )
+        texts: list[Any] = _binary_texts(tensor, binary, where)
+    elif tensor.data is None:
         raise InvalidTensorError(f"{where}: no data")
-    texts = _flatten(tensor.data, where)
+    else:
+        texts = _flatten(tensor.data, where)
     if len(texts) != math.prod(shape):
         raise InvalidTensorError(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(texts)}")
     for i, text in enumerate(texts):

@@ -106,7 +106,9 @@ def test_logits_of_another_width_are_refused() -> None:
 
 
 def test_sigmoid_of_extreme_logits_is_finite() -> None:
-    out = scores_to_predictions(np.array([[-1e4, 0.0, 1e4]], dtype=np.float32), labels=THREE, function_to_apply="sigmoid")
+    out = scores_to_predictions(
+        np.array([[-1e4, 0.0, 1e4]], dtype=np.float32), labels=THREE, function_to_apply="sigmoid"
+    )
     assert [(p["label"], p["score"]) for p in out[0]] == [("positive", 1.0), ("neutral", 0.5), ("negative", 0.0)]
 
 
