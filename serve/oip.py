@@ -145,7 +145,8 @@ def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
 
 def _decode_bytes_elements(binary: bytes, where: str) -> list[str]:
     """BYTES elements in Triton's binary form: a 4-byte little-endian length, then the bytes, repeated."""
-    texts, at = [], 0
+    texts: list[str] = []
+    at = 0
     while at < len(binary):
         if at + 4 > len(binary):
             raise InvalidTensorError(f"{where}: binary data ends inside an element's 4-byte length")
