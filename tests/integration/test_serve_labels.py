@@ -5,6 +5,7 @@ One application for the module (model replicas are slow to start on a 2-core mac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,7 @@ def test_v2_mistakes_are_4xx_and_leave_the_replica_healthy(api: str, body: Any, 
 def test_v2_malformed_binary_body_is_400(api: str) -> None:
     """A binary-extension body cut short: 400 naming the problem, the replica healthy after."""
     head = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]}'
-    body = head + b"\x05\x00\x00\x00abc\x00\x00"
+    body = head + b"\x09\x00\x00\x00abcde"  # 9 bytes, as declared, but the element claims 9 of its own
     headers = {**JSON, "inference-header-content-length": str(len(head))}
     r = httpx.post(f"{api}/v2/models/{NAME}/infer", content=body, headers=headers, timeout=30)
     assert r.status_code == 400, r.text
@@ -231,3 +232,20 @@ def test_v2_unknown_model_and_auth(api: str) -> None:
     assert httpx.post(f"{api}/v2/models/other/infer", json=_v2(), headers=AUTH, timeout=30).status_code == 404
     assert httpx.post(f"{api}/v2/models/{NAME}/infer", json=_v2(), timeout=30).status_code == 401
     assert httpx.post(f"{api}/v2/models/{NAME}/infer", json=_v2(), headers=AUTH, timeout=30).status_code == 200
+
+
+def test_cli_predict_with_parameters(
+    api: str, artifact: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sentiray predict --top-k --function-to-apply` against the endpoint; a 422 is a non-zero exit."""
+    from sentiray.cli import main
+
+    monkeypatch.setenv("TRI_TOKEN", TOKEN)
+    base = ["predict", *TEXTS, "--url", api, "--token-env", "TRI_TOKEN", "--retries", "0"]
+    assert main([*base, "--top-k", "2", "--function-to-apply", "sigmoid"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = _core(artifact, top_k=2, function_to_apply="sigmoid")
+    assert [line["text"] for line in lines] == TEXTS
+    _close([line["scores"] for line in lines], expected)
+    assert main([*base, "--raw-scores", "--function-to-apply", "softmax"]) != 0
+    assert "raw_scores" in capsys.readouterr().err
