@@ -141,6 +141,8 @@ def test_v2_health_and_metadata_with_a_triton_client(api: str) -> None:
     assert {o["name"]: o["shape"] for o in meta["outputs"]} == {"label": [-1], "scores": [-1, 3]}
     assert httpx.get(f"{api}/v2/models/{NAME}", timeout=10).status_code == 401
     assert httpx.get(f"{api}/v2/models/other", headers=AUTH, timeout=10).status_code == 404
+    server = httpx.get(f"{api}/v2", timeout=10).json()
+    assert (server["name"], server["extensions"]) == ("sentiray", ["binary_tensor_data"])
 
 
 @pytest.mark.parametrize("shape", [[3], [3, 1]])

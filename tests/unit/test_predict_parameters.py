@@ -43,9 +43,9 @@ def test_cli_parses_the_parameters() -> None:
 @pytest.mark.parametrize(
     ("argv", "word"),
     [
-        (["--top-k", "0"], "--top-k"),
-        (["--top-k", "two"], "--top-k"),
-        (["--function-to-apply", "relu"], "--function-to-apply"),
+        (["--top-k", "0"], "--top-k: expected a whole number >= 1, got 0"),
+        (["--top-k", "two"], "--top-k: expected a whole number >= 1, got 'two'"),
+        (["--function-to-apply", "relu"], "--function-to-apply: invalid choice: 'relu'"),
     ],
 )
 def test_cli_refuses_bad_values(argv: list[str], word: str, capsys: pytest.CaptureFixture[str]) -> None:
