@@ -79,13 +79,25 @@ class PredictClient:
         self._http.close()
 
     def predict(
-        self, texts: Sequence[str], *, raw_scores: bool = False, truncate: bool = True
+        self,
+        texts: Sequence[str],
+        *,
+        raw_scores: bool = False,
+        truncate: bool = True,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """Per text, `[{"label", "score"}, ...]` sorted by score."""
+        """Per text, `[{"label", "score"}, ...]` sorted by score: the top_k (default: every label), scored
+        by function_to_apply (softmax, sigmoid or none; default: the model's)."""
         out: list[list[dict[str, Any]]] = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
-            body = {"inputs": chunk, "raw_scores": raw_scores, "truncate": truncate}
+            body: dict[str, Any] = {"inputs": chunk, "raw_scores": raw_scores, "truncate": truncate}
+            # Sent only when set: an endpoint that predates them then answers as before.
+            if top_k is not None:
+                body["top_k"] = top_k
+            if function_to_apply is not None:
+                body["function_to_apply"] = function_to_apply
             out.extend(self.post("/predict", body))
         return out
 

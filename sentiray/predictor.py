@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,67 @@ import torch
 
 from sentiray.artifact import ArtifactManifest, fetch_artifact
 from sentiray.config import Precision, Runtime, Truncation
-from sentiray.labels import ID2LABEL
+from sentiray.labels import BINARY, LabelSet
 from sentiray.metrics import softmax
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
 from sentiray.runtime import OnnxRunner, TorchRunner, resolve_runtime
 from sentiray.text import collate, encode
+
+
+class ScoreFunction(StrEnum):
+    """What turns logits into scores: Hugging Face text-classification's `function_to_apply`."""
+
+    SOFTMAX = "softmax"  # one label per text: scores sum to 1
+    SIGMOID = "sigmoid"  # each label on its own (multi-label, or a single-logit head)
+    NONE = "none"  # the logits themselves (TEI's raw_scores)
+
+
+SOFTMAX = ScoreFunction.SOFTMAX
+SIGMOID = ScoreFunction.SIGMOID
+NONE = ScoreFunction.NONE
+
+
+def default_function(labels: LabelSet) -> ScoreFunction:
+    """Hugging Face's default: sigmoid for multi-label models and single-logit heads, else softmax."""
+    return SIGMOID if labels.multi_label or labels.num_labels == 1 else SOFTMAX
+
+
+def resolve_function(
+    labels: LabelSet, function_to_apply: ScoreFunction | str | None = None, *, raw_scores: bool = False
+) -> ScoreFunction:
+    """The function to apply: as asked, the model's default when None; `raw_scores` (TEI's flag) is `none`.
+
+    ValueError names the field for an unknown function or one that contradicts raw_scores.
+    """
+    if function_to_apply is not None:
+        try:
+            fn = ScoreFunction(function_to_apply)
+        except ValueError:
+            allowed = ", ".join(f.value for f in ScoreFunction)
+            raise ValueError(f"function_to_apply: {function_to_apply!r} is not one of {allowed}") from None
+        if raw_scores and fn != NONE:
+            raise ValueError(f"raw_scores: true asks for logits, which contradicts function_to_apply {fn.value!r}")
+        return fn
+    return NONE if raw_scores else default_function(labels)
+
+
+def check_top_k(top_k: int | None) -> int | None:
+    """top_k as given (None: every label); ValueError unless a whole number >= 1."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k: must be a whole number >= 1 (or null for every label), got {top_k!r}")
+    return top_k
+
+
+def apply_function(logits: np.ndarray, fn: ScoreFunction) -> np.ndarray:
+    """Scores from logits ([n, num_labels]) by the given function."""
+    if fn == SOFTMAX:
+        return softmax(logits)
+    if fn == SIGMOID:
+        with np.errstate(over="ignore"):  # exp overflows to inf for very negative logits: the score is 0
+            return np.asarray(1.0 / (1.0 + np.exp(-logits.astype(np.float64))), dtype=np.float32)
+    return logits
 
 
 @dataclass(frozen=True)
@@ -157,6 +214,8 @@ class Predictor:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.manifest = manifest
+        # The model's own config records its classes (the artifact's one record of them).
+        self.labels = LabelSet.from_model_config(model.config)
 
     @classmethod
     def from_artifact(
@@ -174,7 +233,7 @@ class Predictor:
         torch_device = resolve_device(None if device == "auto" else device == "cuda")
         concrete = resolve_runtime(runtime, torch_device, precision)
         dtype = resolve_precision(precision, torch_device) if concrete == Runtime.TORCH else torch.float32
-        model = load_model(str(local_dir), dtype=dtype)
+        model = load_model(str(local_dir), dtype=dtype)  # the classes its config records
         tokenizer = load_tokenizer(str(local_dir))
         return cls(
             model, tokenizer, max_length=manifest.max_length, truncation=manifest.truncation,
@@ -191,7 +250,7 @@ class Predictor:
         return self.encoder.encode(texts, truncate=truncate)
 
     def logits_for_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
-        """Logits (float32, [n, 2]) for pre-tokenized inputs, in input order."""
+        """Logits (float32, [n, num_labels]) for pre-tokenized inputs, in input order."""
         return self.logits_with_stats(encoded)[0]
 
     def logits_with_stats(self, encoded: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[BatchStats]]:
@@ -200,7 +259,7 @@ class Predictor:
         Inputs are sorted by length and cut into passes of similar length (forward_passes), so little
         compute goes to padding.
         """
-        out = np.empty((len(encoded), int(self.model.config.num_labels)), dtype=np.float32)
+        out = np.empty((len(encoded), self.labels.num_labels), dtype=np.float32)
         stats = []
         pad_id = self.encoder.pad_token_id
         lengths = [len(ids) for ids in encoded]
@@ -222,18 +281,43 @@ class Predictor:
         return self.logits_for_ids(self.encode(texts, truncate=truncate))
 
     def predict(
-        self, texts: Sequence[str], *, raw_scores: bool = False, truncate: bool = True
+        self,
+        texts: Sequence[str],
+        *,
+        raw_scores: bool = False,
+        truncate: bool = True,
+        top_k: int | None = None,
+        function_to_apply: ScoreFunction | str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """For each text, `[{"label", "score"}, ...]` sorted by score (probabilities, or logits)."""
+        """For each text, `[{"label", "score"}, ...]` sorted by score; see scores_to_predictions."""
         logits = self.logits(texts, truncate=truncate)
-        return scores_to_predictions(logits, raw_scores=raw_scores)
+        return scores_to_predictions(
+            logits, labels=self.labels, raw_scores=raw_scores, top_k=top_k, function_to_apply=function_to_apply
+        )
 
 
-def scores_to_predictions(logits: np.ndarray, *, raw_scores: bool = False) -> list[list[dict[str, Any]]]:
-    """Per-row label/score lists, highest score first."""
-    scores = logits if raw_scores else softmax(logits)
+def scores_to_predictions(
+    logits: np.ndarray,
+    *,
+    labels: LabelSet = BINARY,
+    raw_scores: bool = False,
+    top_k: int | None = None,
+    function_to_apply: ScoreFunction | str | None = None,
+) -> list[list[dict[str, Any]]]:
+    """Per row, `{"label", "score"}` dicts, highest score first, as Hugging Face's pipeline with `top_k`.
+
+    top_k: how many labels (None: all; more than the model has: all, as the pipeline's slice does).
+    function_to_apply: softmax, sigmoid or none (None: the model's default, see default_function);
+    raw_scores=True is `none` (TEI's flag). ValueError, naming the field, for a bad value.
+    """
+    fn = resolve_function(labels, function_to_apply, raw_scores=raw_scores)
+    k = check_top_k(top_k)
+    if logits.ndim != 2 or logits.shape[1] != labels.num_labels:
+        raise ValueError(f"logits of shape {logits.shape} do not match {labels.num_labels} labels")
+    scores = apply_function(logits, fn)
+    names = labels.names
     out = []
     for row in scores:
-        ranked = sorted(range(len(row)), key=lambda j: -float(row[j]))
-        out.append([{"label": ID2LABEL[j], "score": float(row[j])} for j in ranked])
+        ranked = sorted(range(len(row)), key=lambda j: -float(row[j]))[:k]
+        out.append([{"label": names[j], "score": float(row[j])} for j in ranked])
     return out

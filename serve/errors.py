@@ -66,6 +66,10 @@ class InvalidRequestError(RequestError):
     """JSON of the wrong shape for the route."""
 
 
+class InvalidTensorError(RequestError):
+    """An Open Inference Protocol request whose tensors are malformed (datatype, shape, data, names)."""
+
+
 class TooManyInputsError(RequestError):
     """More texts than max_inputs."""
 
@@ -104,6 +108,8 @@ class _Status:
 _TABLE: dict[type[RequestError], _Status] = {
     InvalidUtf8Error: _Status(400, "invalid_utf8"),
     TooDeepError: _Status(400, "too_deep"),
+    # 400, as Triton and KServe answer a malformed v2 tensor; the body's `error` is what their clients read.
+    InvalidTensorError: _Status(400, "invalid_tensor"),
     UnauthorizedError: _Status(401, "unauthorized", {"WWW-Authenticate": "Bearer"}),
     ModelNotFoundError: _Status(404, "model_not_found"),
     BodyTimeoutError: _Status(408, "body_timeout", _CLOSE),

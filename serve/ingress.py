@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 
 from sentiray.errors import InputError
 from sentiray.text import validate_texts
+from serve import oip
 from serve.checks import (
     authorize,
     check_declared_length,
@@ -47,7 +48,8 @@ log = logging.getLogger("ray.serve")
 
 fastapi_app = FastAPI(
     title="sentiray",
-    description="Sentiment analysis served by Ray Serve: TEI-shaped /predict, KServe v1, /health, /info.",
+    description="Text classification served by Ray Serve: TEI-shaped /predict, KServe v1, the Open Inference "
+    "Protocol (v2), /health, /info.",
     version="1",
 )
 
@@ -136,10 +138,14 @@ class SentimentIngress:
 
     # -- request stages ---------------------------------------------------------------------------------
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The raw body within the size and time limits (each a 4xx)."""
+        check_declared_length(request.headers.get("content-length"), self._args.max_body_bytes)
+        return await read_body(request.stream(), self._args.max_body_bytes, self._args.body_timeout_s)
+
     async def _read_json(self, request: Request, *, required: str) -> dict[str, Any]:
         """The body parsed as JSON after size, UTF-8 and depth checks (each a 4xx)."""
-        check_declared_length(request.headers.get("content-length"), self._args.max_body_bytes)
-        body = await read_body(request.stream(), self._args.max_body_bytes, self._args.body_timeout_s)
+        body = await self._read_body(request)
         return parse_json_object(body, self._args.max_json_depth, required=required)
 
     def _check_count(self, texts: list[Any]) -> list[str]:
@@ -164,17 +170,44 @@ class SentimentIngress:
             raise InvalidInputError(str(e)) from None
         return ids, encoder.key
 
-    async def _predict(self, texts: list[str], truncate: bool, raw_scores: bool) -> list[list[dict[str, Any]]]:
+    async def _predict(
+        self,
+        texts: list[str],
+        truncate: bool,
+        raw_scores: bool,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> list[list[dict[str, Any]]]:
         texts = self._check_count(texts)
         ids, key = await self._encode(texts, truncate)
+        # Options are sent only when set, so a replica that predates them (mid-rollout) still answers.
+        options = {k: v for k, v in (("top_k", top_k), ("function_to_apply", function_to_apply)) if v is not None}
         try:
             # The texts ride along so a replica of another artifact (mid-swap) can re-tokenize them.
             out: list[list[dict[str, Any]]] = await self._model.predict.remote(
-                ids, raw_scores, encoding=key, texts=texts, truncate=truncate
+                ids, raw_scores, encoding=key, texts=texts, truncate=truncate, **options
             )
         except Exception as e:
             raise from_model_call(e) from None
         return out
+
+    async def _scores(
+        self, texts: list[Any], function_to_apply: str | None
+    ) -> tuple[tuple[str, ...], list[list[float]]]:
+        """Label names and per-text scores in label order (the v2 route's tensors)."""
+        checked = self._check_count(texts)
+        ids, key = await self._encode(checked, True)
+        try:
+            names, scores = await self._model.scores.remote(
+                ids, function_to_apply, encoding=key, texts=checked, truncate=True
+            )
+        except Exception as e:
+            raise from_model_call(e) from None
+        return tuple(names), scores.tolist()
+
+    def _check_name(self, name: str) -> None:
+        if name != self._args.model_name:
+            raise ModelNotFoundError(f"model {name!r} not found; this endpoint serves {self._args.model_name!r}")
 
     async def _model_info(self, timeout_s: float) -> dict[str, Any]:
         """The model's info, asked of a replica each time: an answer proves one is up, and a cached one
@@ -204,7 +237,7 @@ class SentimentIngress:
             raise InvalidRequestError(pydantic_message(e)) from None
         except ValueError as e:
             raise InvalidRequestError(str(e)) from None
-        out = await self._predict(texts, req.truncate, req.raw_scores)
+        out = await self._predict(texts, req.truncate, req.raw_scores, req.top_k, req.function_to_apply)
         return out if batched else out[0]
 
     @fastapi_app.post(
@@ -216,8 +249,7 @@ class SentimentIngress:
     )
     async def kserve_predict(self, name: str, request: Request) -> Any:
         authorize(request.headers.get("authorization"), self._token)
-        if name != self._args.model_name:
-            raise ModelNotFoundError(f"model {name!r} not found; this endpoint serves {self._args.model_name!r}")
+        self._check_name(name)
         raw = await self._read_json(request, required="instances")
         try:
             req = KServeRequest.model_validate(raw)
@@ -241,3 +273,66 @@ class SentimentIngress:
     async def info(self, request: Request) -> Any:
         authorize(request.headers.get("authorization"), self._token)
         return await self._model_info(timeout_s=10.0)
+
+    # -- Open Inference Protocol (v2) over REST -------------------------------------------------------
+    # Probes (live, ready, model ready) need no token, as /health; metadata and infer need it, as /info
+    # and /predict. Errors are the same ErrorBody, whose `error` field is what KServe's and Triton's
+    # clients read.
+
+    @fastapi_app.get("/v2", summary="Open Inference Protocol: server metadata")
+    async def v2_server(self) -> dict[str, Any]:
+        from sentiray import __version__
+
+        return {"name": "sentiray", "version": __version__, "extensions": list(oip.EXTENSIONS)}
+
+    @fastapi_app.get("/v2/health/live", summary="Open Inference Protocol: the server is up")
+    async def v2_live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @fastapi_app.get(
+        "/v2/health/ready", responses=_error_responses(503), summary="Open Inference Protocol: the model is ready"
+    )
+    async def v2_ready(self) -> dict[str, bool]:
+        await self.health()
+        return {"ready": True}
+
+    @fastapi_app.get(
+        "/v2/models/{name}/ready",
+        responses=_error_responses(404, 503),
+        summary="Open Inference Protocol: this model is ready",
+    )
+    async def v2_model_ready(self, name: str) -> dict[str, Any]:
+        self._check_name(name)
+        await self.health()
+        return {"name": name, "ready": True}
+
+    @fastapi_app.get(
+        "/v2/models/{name}",
+        response_model=oip.ModelMetadata,
+        responses=_error_responses(401, 404, 503),
+        summary="Open Inference Protocol: model metadata (inputs, outputs, labels)",
+    )
+    async def v2_model_metadata(self, name: str, request: Request) -> Any:
+        authorize(request.headers.get("authorization"), self._token)
+        self._check_name(name)
+        return oip.model_metadata(name, await self._model_info(timeout_s=10.0))
+
+    @fastapi_app.post(
+        "/v2/models/{name}/infer",
+        response_model=oip.InferenceResponse,
+        responses=_error_responses(400, 401, 404, 408, 411, 413, 422, 503),
+        openapi_extra=_json_body_schema(oip.InferenceRequest),
+        summary="Open Inference Protocol: classify a BYTES tensor of texts",
+    )
+    async def v2_infer(self, name: str, request: Request) -> Any:
+        authorize(request.headers.get("authorization"), self._token)
+        self._check_name(name)
+        body = await self._read_body(request)
+        binary: bytes | None = None
+        header_length = request.headers.get(oip.BINARY_HEADER)
+        if header_length is not None:  # Triton's binary tensor extension: a JSON header, then raw tensors
+            body, binary = oip.split_binary_body(body, header_length)
+        raw = parse_json_object(body, self._args.max_json_depth, required="inputs")
+        infer = oip.parse_infer_request(raw, binary)
+        names, scores = await self._scores(infer.texts, infer.function_to_apply)
+        return oip.infer_response(name, infer, names, scores)

@@ -101,9 +101,9 @@ class ModelMetrics:
             self._padded.observe(s.padded_tokens)
             self._seconds.observe(s.model_seconds)
 
-    def predictions(self, rows: list[list[dict[str, Any]]]) -> None:
-        for row in rows:
-            self._predictions.inc(tags={"label": row[0]["label"]})
+    def top_labels(self, labels: list[str]) -> None:
+        for label in labels:
+            self._predictions.inc(tags={"label": label})
 
     def cancelled(self, started: bool) -> None:
         self._cancelled.inc(tags={"stage": "running" if started else "queued"})
@@ -132,7 +132,7 @@ class SentimentModel:
         import torch
 
         from sentiray.artifact import serving_metrics
-        from sentiray.predictor import Predictor, encoding_key
+        from sentiray.predictor import Predictor, default_function, encoding_key
 
         self._threads = _replica_threads(args.torch_threads)
         torch.set_num_threads(self._threads)
@@ -155,7 +155,10 @@ class SentimentModel:
         self._info = ModelInfo(
             model_name=args.model_name,
             artifact=args.model,
-            labels=manifest.labels,
+            # The model's config is the record of its classes (an older manifest says binary regardless).
+            labels=self._predictor.labels.id2label,
+            multi_label=self._predictor.labels.multi_label,
+            function_to_apply=default_function(self._predictor.labels).value,
             max_length=manifest.max_length,
             truncation=manifest.truncation.value,
             base_model=manifest.base_model,
@@ -202,12 +205,40 @@ class SentimentModel:
         encoding: str | None = None,
         texts: list[str] | None = None,
         truncate: bool = True,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """Per sequence of token ids (from the ingress's TextEncoder), labels and scores sorted by score.
+        """Per sequence of token ids (from the ingress's TextEncoder), labels and scores sorted by score
+        (the top_k first; function_to_apply as Hugging Face's pipeline, see scores_to_predictions).
 
         `encoding` is the sender's `encoding_key`: when it is not this replica's (a model swap rolling out
         with a new tokenizer), the ids are remade from `texts` with this replica's own tokenizer.
         """
+        logits = await self._logits(ids, encoding, texts, truncate)
+        return self._to_predictions(logits, raw_scores, top_k, function_to_apply)
+
+    async def scores(
+        self,
+        ids: list[list[int]],
+        function_to_apply: str | None = None,
+        *,
+        encoding: str | None = None,
+        texts: list[str] | None = None,
+        truncate: bool = True,
+    ) -> tuple[tuple[str, ...], np.ndarray]:
+        """The label names and the scores per text in label order ([n, num_labels], float32): the tensor
+        the Open Inference Protocol route answers with."""
+        from sentiray.predictor import apply_function, resolve_function
+
+        fn = resolve_function(self._predictor.labels, function_to_apply)  # ValueError: the ingress checked it
+        logits = await self._logits(ids, encoding, texts, truncate)
+        names = self._predictor.labels.names
+        self._metrics.top_labels([names[int(j)] for j in np.argmax(logits, axis=1)])
+        return names, np.asarray(apply_function(logits, fn), dtype=np.float32)
+
+    async def _logits(
+        self, ids: list[list[int]], encoding: str | None, texts: list[str] | None, truncate: bool
+    ) -> np.ndarray:
         if encoding is not None and encoding != self._encoding_key:
             if texts is None:
                 raise ValueError("token ids from another tokenizer and no texts to re-tokenize")
@@ -218,11 +249,11 @@ class SentimentModel:
         # repeat the proxy's timeout in a second setting and race with its cancellation.
         ticket = self._batcher.ticket(ids)
         try:
-            logits = await ticket.future
+            logits: np.ndarray = await ticket.future
         except asyncio.CancelledError:
             self._metrics.cancelled(ticket.started)
             raise
-        return self._to_predictions(logits, raw_scores)
+        return logits
 
     # -- infer ------------------------------------------------------------------------------------------
 
@@ -250,11 +281,19 @@ class SentimentModel:
 
     # -- to predictions ---------------------------------------------------------------------------------
 
-    def _to_predictions(self, logits: np.ndarray, raw_scores: bool) -> list[list[dict[str, Any]]]:
+    def _to_predictions(
+        self, logits: np.ndarray, raw_scores: bool, top_k: int | None, function_to_apply: str | None
+    ) -> list[list[dict[str, Any]]]:
         from sentiray.predictor import scores_to_predictions
 
-        out = scores_to_predictions(logits, raw_scores=raw_scores)
-        self._metrics.predictions(out)
+        out = scores_to_predictions(
+            logits,
+            labels=self._predictor.labels,
+            raw_scores=raw_scores,
+            top_k=top_k,
+            function_to_apply=function_to_apply,
+        )
+        self._metrics.top_labels([row[0]["label"] for row in out])
         return out
 
     def check_health(self) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from sentiray.config import Precision, Runtime, runtime_conflict
 
@@ -133,6 +133,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
+# sentiray.predictor.ScoreFunction's values, spelled out: a strict pydantic model takes a JSON string for a
+# Literal but not for an Enum, and the schema stays Ray- and torch-free.
+FunctionToApply = Literal["softmax", "sigmoid", "none"]
+
+
 class PredictRequest(_Strict):
     """Hugging Face text-embeddings-inference `/predict` shape."""
 
@@ -145,6 +150,25 @@ class PredictRequest(_Strict):
     truncate: StrictBool = Field(
         default=True, description="Cut texts longer than the model's max_length (else they are refused, 422)"
     )
+    top_k: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description="How many labels to return per text, highest score first (default: all of them); more "
+        "than the model has returns all, as Hugging Face's text-classification pipeline does",
+    )
+    function_to_apply: FunctionToApply | None = Field(
+        default=None,
+        description="softmax, sigmoid or none (logits), as Hugging Face's text-classification pipeline; "
+        "default: sigmoid for a multi-label model or a single-logit head, softmax otherwise",
+    )
+
+    @model_validator(mode="after")
+    def _raw_scores_agree(self) -> PredictRequest:
+        if self.raw_scores and self.function_to_apply not in (None, "none"):
+            raise ValueError(
+                f"raw_scores: true asks for logits, which contradicts function_to_apply {self.function_to_apply!r}"
+            )
+        return self
 
     def texts(self) -> tuple[list[str], bool]:
         """The texts and whether the input was a batch."""
@@ -186,7 +210,11 @@ class ErrorBody(BaseModel):
 class ModelInfo(BaseModel):
     model_name: str
     artifact: str = Field(..., description="The model location this replica loaded (the app's `model` arg)")
-    labels: dict[int, str]
+    labels: dict[int, str] = Field(..., description="The model's classes, id -> name, from its config")
+    multi_label: bool = Field(False, description="True: several labels per text (sigmoid per label)")
+    function_to_apply: str = Field(
+        "softmax", description="What turns logits into scores when a request does not say (softmax or sigmoid)"
+    )
     max_length: int
     truncation: str
     base_model: str

@@ -25,6 +25,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", metavar="PATH", help="File holding the bearer token")
     p.add_argument("--raw-scores", action="store_true", help="Print logits instead of probabilities")
     p.add_argument(
+        "--top-k",
+        type=_top_k,
+        metavar="K",
+        help="Labels per text, highest score first (default: all; more than the model has: all)",
+    )
+    p.add_argument(
+        "--function-to-apply",
+        choices=("softmax", "sigmoid", "none"),
+        help="Logits to scores (default: the model's: sigmoid if multi-label, else softmax)",
+    )
+    p.add_argument(
         "--no-truncate",
         dest="truncate",
         action="store_false",
@@ -36,6 +47,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="Texts per request (default: 32)")
     p.add_argument("--timeout", type=float, default=60.0, help="Seconds per request (default: 60)")
     p.set_defaults(handler=run)
+
+
+def _top_k(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {k}")
+    return k
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -75,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
     with PredictClient(
         args.url, token=_token(args), retries=args.retries, batch_size=args.batch_size, timeout_s=args.timeout
     ) as client:
-        results = client.predict(texts, raw_scores=args.raw_scores, truncate=args.truncate)
+        results = client.predict(
+            texts,
+            raw_scores=args.raw_scores,
+            truncate=args.truncate,
+            top_k=args.top_k,
+            function_to_apply=args.function_to_apply,
+        )
     for text, scores in zip(texts, results, strict=True):
         print(json.dumps({"text": text, "label": scores[0]["label"], "scores": scores}, ensure_ascii=False))
     return 0
