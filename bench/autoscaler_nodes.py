@@ -31,6 +31,7 @@ import datetime
 import json
 import logging
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the tiny artifact and the replicas' logs
 
     def since(t: float | None, origin: float) -> float | None:
         return None if t is None else round(t - origin, 1)
