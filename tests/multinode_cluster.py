@@ -273,7 +273,8 @@ def start_cluster(
 #
 # The provider is named as `type: external` with its module path, not as `type: fake_multinode`: for the
 # latter, the autoscaler fills the config from `fake_multi_node/example.yaml`, which the 2.60 wheel does not
-# ship (the monitor would die on a FileNotFoundError); for `external` it fills from a built-in minimum.
+# ship (`AutoscalingConfig`, built at the monitor's start, raises FileNotFoundError); for `external` it fills
+# from a built-in minimum.
 
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # the provider's fixed head id
 HEAD_NODE_TYPE = "ray.head.default"
