@@ -24,7 +24,7 @@ import pytest
 from tests.integration.test_train_job import REPO, job_args, parse_result
 from tests.multinode_cluster import MultiNodeCluster, NodeType, start_autoscaling_cluster
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 
 TRAIN_WORKER = "RayTrainWorker"
 IDLE_TIMEOUT_S = 10  # the autoscaler's idle_timeout_minutes, in seconds: short, for CI time
