@@ -91,8 +91,12 @@ class MultiNodeCluster:
         self.nodes[name] = node
         return node
 
-    def start_head(self, num_cpus: float = 0, extra_args: list[str] | None = None, timeout_s: float = 120) -> Node:
-        gcs_port, dash_port = free_port(), free_port()
+    def start_head(
+        self, num_cpus: float = 0, extra_args: list[str] | None = None, timeout_s: float = 120,
+        gcs_port: int | None = None,
+    ) -> Node:
+        # gcs_port: chosen by the caller when something written before the start names it (an autoscaler config).
+        gcs_port, dash_port = gcs_port or free_port(), free_port()
         head = self._spawn("head", [
             "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
@@ -183,6 +187,31 @@ class MultiNodeCluster:
         )
         return [self.name_of(str(a.node_id)) for a in actors]
 
+    def autoscaled_nodes(self, state: str = "ALIVE") -> dict[str, str]:
+        """{node id: type name} of the nodes in `state` that the autoscaler started (not `add_node`'s)."""
+        return {
+            str(n.node_id): n.labels.get(NODE_LABEL, "")
+            for n in self.node_states()
+            if n.state == state and n.labels.get(NODE_LABEL, "") not in self.nodes
+        }
+
+    def actor_node_ids(self, class_name: str) -> list[str]:
+        """Node ids hosting the live actors of `class_name` (for nodes the autoscaler started, which have
+        no name of their own)."""
+        from ray.util.state import list_actors
+
+        actors = list_actors(
+            address=self.dashboard_url, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+            limit=1000, raise_on_missing_output=False,
+        )
+        return [str(a.node_id) for a in actors]
+
+    def monitor_log(self, n: int = 4000) -> str:
+        """The tail of the autoscaler's log on the head (why it did or did not start a node)."""
+        assert self.head is not None
+        logs = sorted(Path(self.head.temp_dir).glob("session_latest/logs/monitor.log"))
+        return "".join(p.read_text(errors="replace")[-n:] for p in logs)
+
     # --- stopping -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -230,4 +259,120 @@ def start_cluster(
     except BaseException:
         cluster.stop()
         raise
+    return cluster
+
+
+# --- the autoscaler in the loop: autoscaler v2 adding and removing fake worker nodes --------------------------
+#
+# KubeRay runs Ray's autoscaler v2 beside the head (`RAY_enable_autoscaler_v2=1`, each pod told its
+# `RAY_CLOUD_INSTANCE_ID` and `RAY_NODE_TYPE_NAME`), and it creates and deletes worker pods. Here the same
+# autoscaler runs as the head's monitor process with Ray's `FakeMultiNodeProvider`, which "creates" a node by
+# starting a real raylet (with its agents) on this machine and "deletes" it by killing those processes.
+# The monitor is a child of the head's `ray start`, so every node it starts is in the head's process group
+# and `MultiNodeCluster.stop()` kills them with it.
+#
+# The provider is named as `type: external` with its module path, not as `type: fake_multinode`: for the
+# latter, the autoscaler fills the config from `fake_multi_node/example.yaml`, which the 2.60 wheel does not
+# ship (`AutoscalingConfig`, built at the monitor's start, raises FileNotFoundError); for `external` it fills
+# from a built-in minimum.
+
+FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # the provider's fixed head id
+HEAD_NODE_TYPE = "ray.head.default"
+_FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A worker node type the autoscaler may start: each node's CPUs, and how many nodes at least and at most."""
+
+    cpus: float
+    max_workers: int
+    min_workers: int = 0
+
+
+def autoscaling_config(
+    gcs_address: str, head_cpus: float, worker_types: dict[str, NodeType], idle_timeout_s: float,
+    upscaling_speed: float = 1.0,
+) -> dict[str, Any]:
+    """The cluster config the autoscaler reads (what KubeRay derives from the RayCluster's worker groups)."""
+    types: dict[str, Any] = {HEAD_NODE_TYPE: {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0}}
+    for name, t in worker_types.items():
+        types[name] = {
+            # The object store as small as the hand-started nodes' (the machine's memory is shared).
+            "resources": {"CPU": t.cpus, "object_store_memory": 150_000_000},
+            "labels": {NODE_LABEL: name},  # started nodes carry their type's name
+            "node_config": {}, "min_workers": t.min_workers, "max_workers": t.max_workers,
+        }
+    return {
+        "cluster_name": "sentiray-fake",
+        "max_workers": sum(t.max_workers for t in worker_types.values()),
+        "provider": {
+            "type": "external", "module": _FAKE_PROVIDER, "gcs_address": gcs_address,
+            "head_node_id": FAKE_HEAD_NODE_ID,
+            "launch_multiple": True,  # start `count` nodes when asked for `count` (as Ray's own v2 tests do)
+            "use_node_id_as_ip": True, "disable_node_updaters": True, "disable_launch_config_check": True,
+        },
+        "available_node_types": types,
+        "head_node_type": HEAD_NODE_TYPE,
+        "idle_timeout_minutes": idle_timeout_s / 60,
+        "upscaling_speed": upscaling_speed,
+        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+def start_autoscaling_cluster(
+    worker_types: dict[str, NodeType], head_cpus: float = 0, idle_timeout_s: float = 10,
+    extra_env: dict[str, str] | None = None, head_args: list[str] | None = None,
+) -> MultiNodeCluster:
+    """A head running autoscaler v2 with fake worker nodes of `worker_types`; no worker node at the start
+    (unless a type's `min_workers` asks for some). Nodes the autoscaler starts carry the label
+    `sentiray-test/node=<type name>` and are listed by `MultiNodeCluster.autoscaled_nodes`."""
+    for attempt in (1, 2, 3):
+        try:
+            return _start_autoscaling_head(worker_types, head_cpus, idle_timeout_s, extra_env, head_args)
+        except RuntimeError:
+            # As in add_node: on a loaded machine the head's raylet can miss `ray start`'s 30 s to register.
+            if attempt == 3:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_autoscaling_head(
+    worker_types: dict[str, NodeType], head_cpus: float, idle_timeout_s: float,
+    extra_env: dict[str, str] | None, head_args: list[str] | None,
+) -> MultiNodeCluster:
+    root = tempfile.mkdtemp(prefix="as", dir="/tmp")
+    Path(root, "home").mkdir()
+    head_env = {
+        "RAY_enable_autoscaler_v2": "1",
+        # What KubeRay gives the head pod: its instance id and node type, which v2 matches nodes by.
+        "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
+        "RAY_NODE_TYPE_NAME": HEAD_NODE_TYPE,
+        "RAY_FAKE_CLUSTER": "1",  # the fake provider refuses to run without it; the head takes the fixed id
+        "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # reconcile every second (default 5): CI time
+        **(extra_env or {}),
+    }
+    cluster = MultiNodeCluster(env=node_env(str(Path(root, "home")), head_env), root=root)
+    gcs_port = free_port()
+    config = Path(root, "autoscaler.yaml")
+    config.write_text(json.dumps(  # JSON is YAML
+        autoscaling_config(f"127.0.0.1:{gcs_port}", head_cpus, worker_types, idle_timeout_s), indent=1
+    ))
+    try:
+        cluster.start_head(
+            num_cpus=head_cpus, gcs_port=gcs_port,
+            # Ray's client server otherwise takes the fixed port 10001, which another cluster here may hold.
+            extra_args=[
+                f"--autoscaling-config={config}", f"--ray-client-server-port={free_port()}", *(head_args or []),
+            ],
+        )
+    except BaseException:
+        cluster.stop()
+        raise
+    # Drivers keep v2 on (ray.autoscaler.sdk reads it) but are not the head.
+    for key in ("RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME", "RAY_FAKE_CLUSTER"):
+        cluster.env.pop(key, None)
     return cluster
