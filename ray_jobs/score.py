@@ -20,12 +20,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from ray_jobs._cluster import init_ray
 from sentiray import storage
-from sentiray.config import Precision, Runtime, runtime_conflict
+from sentiray.config import InputFormat, ScoreConfig, add_score_arguments
 from sentiray.entrypoint import run_entrypoint
 from sentiray.errors import ConfigError, DataError, InputError, SentirayError
 from sentiray.labels import ID2LABEL
@@ -37,79 +36,12 @@ ERROR_COLUMN = "error"
 PROB_COLUMNS = {name: f"score_{name.lower()}" for name in ID2LABEL.values()}
 OUTPUT_COLUMNS = (LABEL_COLUMN, SCORE_COLUMN, *PROB_COLUMNS.values(), ERROR_COLUMN)
 BAD_EXAMPLES = 5
+DESCRIPTION = (
+    "Score a table of reviews with a sentiray artifact on Ray Data and write parquet with label, score, "
+    "per-label scores and error columns beside the input columns."
+)
 
 log = logging.getLogger("sentiray.score")
-
-
-class InputFormat(StrEnum):
-    """How the input files are read."""
-
-    AUTO = "auto"  # from the file extension (.parquet, .csv, .jsonl/.json)
-    PARQUET = "parquet"
-    CSV = "csv"
-    JSONL = "jsonl"
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """The job's options, validated where built (`from_args`)."""
-
-    model: str
-    input: str
-    output: str
-    text_column: str = "text"
-    input_format: InputFormat = InputFormat.AUTO
-    batch_size: int = 64
-    use_gpu: bool = False
-    cpus_per_actor: float = 1.0
-    min_actors: int = 1
-    max_actors: int | None = None
-    precision: Precision = Precision.AUTO
-    runtime: Runtime = Runtime.AUTO
-    truncate: bool = True
-    overwrite: bool = False
-    preserve_order: bool = False
-    fail_on_bad_rows: bool = False
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= 4096:
-            raise ConfigError(f"batch_size: {self.batch_size} is out of range; allowed: 1 to 4096")
-        if self.cpus_per_actor <= 0:
-            raise ConfigError(f"cpus_per_actor: {self.cpus_per_actor} must be greater than 0")
-        if self.min_actors < 1:
-            raise ConfigError(f"min_actors: {self.min_actors} must be at least 1")
-        if self.max_actors is not None and self.max_actors < self.min_actors:
-            raise ConfigError(f"max_actors: {self.max_actors} is smaller than min_actors ({self.min_actors})")
-        if self.precision == Precision.FP16 and not self.use_gpu:
-            raise ConfigError("precision: fp16 is for GPUs; allowed on CPU: auto, fp32, bf16")
-        problem = runtime_conflict(self.runtime, self.precision, "cuda" if self.use_gpu else "cpu")
-        if problem:
-            raise ConfigError(f"runtime: {problem}")
-        if not self.text_column:
-            raise ConfigError("text_column: empty; name the column holding the reviews")
-        if storage.normalize_location(self.input) == storage.normalize_location(self.output):
-            raise ConfigError(f"output: {self.output!r} is the input; write the scores somewhere else")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ScoreConfig:
-        return cls(
-            model=args.model,
-            input=args.input,
-            output=args.output,
-            text_column=args.text_column,
-            input_format=InputFormat(args.format),
-            batch_size=args.batch_size,
-            use_gpu=args.use_gpu,
-            cpus_per_actor=args.cpus_per_actor,
-            min_actors=args.min_actors,
-            max_actors=args.max_actors,
-            precision=Precision(args.precision),
-            runtime=Runtime(args.runtime),
-            truncate=args.truncate,
-            overwrite=args.overwrite,
-            preserve_order=args.preserve_order,
-            fail_on_bad_rows=args.fail_on_bad_rows,
-        )
 
 
 # --- the actor ------------------------------------------------------------------------------------------
@@ -231,10 +163,9 @@ def _detect_format(location: str) -> InputFormat:
     return found.pop()
 
 
-def read_input(cfg: ScoreConfig) -> Any:
+def read_input(cfg: ScoreConfig, fmt: InputFormat) -> Any:
     import ray.data
 
-    fmt = _detect_format(cfg.input) if cfg.input_format == InputFormat.AUTO else cfg.input_format
     fs, path = storage.filesystem(cfg.input)
     if fmt == InputFormat.PARQUET:
         return ray.data.read_parquet(path, filesystem=fs)
@@ -372,13 +303,15 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
 
         if out_fs.get_file_info(pafs.FileSelector(out_path, allow_not_found=True)):
             raise ConfigError(f"output: {cfg.output} exists and is not empty; pass --overwrite to replace it")
+    # Before Ray starts: a missing input or an unknown format fails at once.
+    fmt = _detect_format(cfg.input) if cfg.format == InputFormat.AUTO else cfg.format
     init_ray()
     ctx = ray.data.DataContext.get_current()
     # Keeps blocks in input order between operators (files in path order, then each file's blocks);
     # write_output keeps the rows within each block and orders the files.
     ctx.execution_options.preserve_order = cfg.preserve_order
     started = time.perf_counter()
-    ds = read_input(cfg)
+    ds = read_input(cfg, fmt)
     _check_columns(ds, cfg)
     low, high = _pool_size(cfg)
     print(
@@ -436,73 +369,24 @@ class BadRowsError(SentirayError):
 
 
 def build_parser(prog: str = "python -m ray_jobs.score") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Score a table of reviews with a sentiray artifact on Ray Data and write parquet with "
-        "label, score, per-label scores and error columns beside the input columns.",
-    )
-    p.add_argument("--model", required=True, help="Artifact folder or URI (s3://...)")
-    p.add_argument("--input", required=True, help="File, folder or glob of parquet/csv/jsonl; local or URI")
-    p.add_argument("--output", required=True, help="Folder or URI the parquet files are written to")
-    p.add_argument(
-        "--format",
-        choices=[f.value for f in InputFormat],
-        default="auto",
-        help="Input format (default: from the file extensions)",
-    )
-    p.add_argument("--text-column", default="text", help="Column holding the reviews (default: text)")
-    p.add_argument("--batch-size", type=int, default=64, help="Rows per batch and forward pass (default: 64)")
-    p.add_argument("--use-gpu", action="store_true", help="One GPU per actor")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor (default: 1)")
-    p.add_argument("--min-actors", type=int, default=1, help="Smallest actor pool (default: 1)")
-    p.add_argument(
-        "--max-actors",
-        type=int,
-        default=None,
-        help="Largest actor pool (default: as many as the cluster's CPUs or GPUs allow)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=[p.value for p in Precision],
-        default="auto",
-        help="auto (bf16 where the hardware runs it fast), fp32, bf16, fp16 (GPU)",
-    )
-    p.add_argument(
-        "--runtime",
-        choices=[r.value for r in Runtime],
-        default="auto",
-        help="Forward-pass engine: auto (onnx-int8 on CPUs without fast bf16, else torch), torch, onnx, onnx-int8",
-    )
-    p.add_argument(
-        "--no-truncate",
-        dest="truncate",
-        action="store_false",
-        help="Mark reviews longer than the model's max_length as bad rows instead of cutting them",
-    )
-    p.add_argument("--overwrite", action="store_true", help="Replace what is at --output")
-    p.add_argument(
-        "--preserve-order",
-        action="store_true",
-        help="Write rows in input order: input files in path order, rows in file order; read the output "
-        "files in name order. Slower: finished batches wait for earlier ones, and each output file is "
-        "written on one thread",
-    )
-    p.add_argument(
-        "--fail-on-bad-rows",
-        action="store_true",
-        help="Exit 1 if any row could not be scored (the output is still written)",
-    )
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_score_arguments(p)
     return p
+
+
+def score(cfg: ScoreConfig) -> ScoreSummary:
+    """`run`, then --fail-on-bad-rows: what `sentiray score` and this module's main do."""
+    summary = run(cfg)
+    if cfg.fail_on_bad_rows and summary.bad_rows:
+        raise BadRowsError(f"{summary.bad_rows} row(s) could not be scored; see the `{ERROR_COLUMN}` column")
+    return summary
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.score") -> int:
     args = build_parser(prog).parse_args(argv)
 
     def work() -> None:
-        cfg = ScoreConfig.from_args(args)
-        summary = run(cfg)
-        if cfg.fail_on_bad_rows and summary.bad_rows:
-            raise BadRowsError(f"{summary.bad_rows} row(s) could not be scored; see the `error` column")
+        score(ScoreConfig.from_args(args))
 
     return run_entrypoint(work)
 
@@ -511,4 +395,7 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["OUTPUT_COLUMNS", "RESULT_PREFIX", "ScoreConfig", "ScoreSummary", "main", "run", "write_output"]
+__all__ = [
+    "OUTPUT_COLUMNS", "RESULT_PREFIX", "InputFormat", "ScoreConfig", "ScoreSummary", "main", "run", "score",
+    "write_output",
+]
