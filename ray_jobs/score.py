@@ -8,7 +8,11 @@ of the label), one `score_<label>` per label and `error`.
 Rows that cannot be classified (missing or empty text, non-text, too long with `--no-truncate`) are
 kept: their `error` says why and their label and scores are null. The job reports how many there were,
 with the first examples, and exits 1 with `--fail-on-bad-rows`. The same entrypoint runs on a laptop
-(local Ray), under `ray job submit`, and as a KubeRay RayJob (k8s/score/).
+(local Ray), under `ray job submit`, and as a KubeRay RayJob (k8s/score/); `sentiray score` runs it too.
+
+This module is the driver (read, size the actor pool, write, summarize). The options are
+`sentiray.config.ScoreConfig`, the actor is `ray_jobs.score_actor`, the order-keeping writer
+`ray_jobs.score_writer`.
 """
 
 from __future__ import annotations
@@ -23,18 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_jobs._cluster import init_ray
+from ray_jobs.score_actor import ERROR_COLUMN, OUTPUT_COLUMNS, Scorer
+from ray_jobs.score_writer import write_output
 from sentiray import storage
 from sentiray.config import InputFormat, ScoreConfig, add_score_arguments
 from sentiray.entrypoint import run_entrypoint
-from sentiray.errors import ConfigError, DataError, InputError, SentirayError
-from sentiray.labels import ID2LABEL
+from sentiray.errors import ConfigError, DataError, SentirayError
 
 RESULT_PREFIX = "SENTIRAY_SCORE_RESULT "
-LABEL_COLUMN = "label"
-SCORE_COLUMN = "score"
-ERROR_COLUMN = "error"
-PROB_COLUMNS = {name: f"score_{name.lower()}" for name in ID2LABEL.values()}
-OUTPUT_COLUMNS = (LABEL_COLUMN, SCORE_COLUMN, *PROB_COLUMNS.values(), ERROR_COLUMN)
 BAD_EXAMPLES = 5
 DESCRIPTION = (
     "Score a table of reviews with a sentiray artifact on Ray Data and write parquet with label, score, "
@@ -42,93 +42,6 @@ DESCRIPTION = (
 )
 
 log = logging.getLogger("sentiray.score")
-
-
-# --- the actor ------------------------------------------------------------------------------------------
-
-
-class Scorer:
-    """One actor of the pool: loads the artifact once, then classifies pyarrow batches."""
-
-    def __init__(
-        self,
-        model: str,
-        text_column: str,
-        precision: str,
-        runtime: str,
-        use_gpu: bool,
-        truncate: bool,
-        batch_size: int,
-        threads: int,
-    ) -> None:
-        import torch
-
-        from sentiray.predictor import Predictor
-
-        torch.set_num_threads(max(1, threads))
-        self.text_column = text_column
-        self.truncate = truncate
-        for attempt in range(3):
-            try:
-                self.predictor = Predictor.from_artifact(
-                    model, device="cuda" if use_gpu else "cpu", precision=precision, max_batch_size=batch_size,
-                    runtime=runtime,
-                )
-                break
-            except OSError:
-                # Actors on one node share the download cache of a URI artifact; a rename race there
-                # resolves on the next try, which finds the verified copy.
-                if attempt == 2:
-                    raise
-                time.sleep(1 + attempt)
-
-    def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-
-        from sentiray.metrics import softmax
-        from sentiray.text import validate_texts
-
-        texts = batch.column(self.text_column).to_pylist()
-        n = len(texts)
-        errors: list[str | None] = [None] * n
-        for i, text in enumerate(texts):
-            if text is None:
-                errors[i] = "missing text"
-                continue
-            try:
-                validate_texts([text])
-            except InputError as e:
-                errors[i] = str(e).removeprefix("inputs[0]: ")
-        good = [i for i in range(n) if errors[i] is None]
-        encoded: list[list[int]] = []
-        try:
-            encoded = self.predictor.encode([texts[i] for i in good], truncate=self.truncate) if good else []
-        except InputError:
-            # Only with truncation off: find the over-long rows one by one.
-            kept = []
-            for i in good:
-                try:
-                    encoded.extend(self.predictor.encode([texts[i]], truncate=self.truncate))
-                    kept.append(i)
-                except InputError as e:
-                    errors[i] = str(e).removeprefix("inputs[0]: ")
-            good = kept
-        labels: list[str | None] = [None] * n
-        top: list[float | None] = [None] * n
-        probs: dict[str, list[float | None]] = {name: [None] * n for name in PROB_COLUMNS}
-        if good:
-            scores = softmax(self.predictor.logits_for_ids(encoded))
-            for row, i in zip(scores, good, strict=True):
-                best = int(row.argmax())
-                labels[i], top[i] = ID2LABEL[best], float(row[best])
-                for j, name in ID2LABEL.items():
-                    probs[name][i] = float(row[j])
-        out = batch
-        out = out.append_column(LABEL_COLUMN, pa.array(labels, pa.string()))
-        out = out.append_column(SCORE_COLUMN, pa.array(top, pa.float32()))
-        for name, column in PROB_COLUMNS.items():
-            out = out.append_column(column, pa.array(probs[name], pa.float32()))
-        return out.append_column(ERROR_COLUMN, pa.array(errors, pa.string()))
 
 
 # --- the driver -----------------------------------------------------------------------------------------
@@ -245,48 +158,6 @@ def _summarize(cfg: ScoreConfig, seconds: float) -> ScoreSummary:
             shown = text[:80] + "..." if isinstance(text, str) and len(text) > 80 else text
             examples.append({cfg.text_column: shown, ERROR_COLUMN: row[ERROR_COLUMN]})
     return ScoreSummary(rows=rows, bad_rows=bad, bad_examples=examples, seconds=seconds, output=cfg.output)
-
-
-def _ordered_parquet_sink(fs: Any, path: str, mode: Any) -> Any:
-    """A parquet sink that writes rows in the dataset's order, one file per write task, named in that order.
-
-    Ray Data's `write_parquet` hands a write task's blocks to `pyarrow.dataset.write_dataset` with
-    `use_threads=True` and without Arrow's `preserve_order`; where the task has more than one Arrow
-    CPU thread (OMP_NUM_THREADS > 1), Arrow writes a block's chunks in whatever order its threads finish
-    (apache/arrow#26818), whatever Ray's `preserve_order` says: a batch of 1-row blocks is such a block.
-    Here a task's blocks are concatenated in order and written by `pyarrow.parquet.write_table`, which
-    keeps table order. The file name holds the write task's index, and with `preserve_order` Ray Data
-    starts write tasks in block order.
-    """
-    import pyarrow.parquet as pq
-    from ray.data.datasource import BlockBasedFileDatasink, FilenameProvider
-
-    class TaskOrderNames(FilenameProvider):
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            # Wide zero padding: name order is task order (Ray's default pads to 6 digits).
-            return f"{write_uuid}_{task_index:012d}.parquet"
-
-    class OrderedParquetSink(BlockBasedFileDatasink):
-        def write_block_to_file(self, block: Any, file: Any) -> None:
-            pq.write_table(block.to_arrow(), file)
-
-    return OrderedParquetSink(path, filesystem=fs, mode=mode, filename_provider=TaskOrderNames())
-
-
-def write_output(ds: Any, fs: Any, path: str, *, overwrite: bool) -> None:
-    """Write `ds` as parquet under `path`. Where Ray Data's `execution_options.preserve_order` is on (the
-    one switch: it also keeps blocks in order upstream), file name order then row order is `ds`'s order.
-    Otherwise Ray's own writer is used: Arrow's threads make it faster on big blocks, and row order is
-    not kept.
-    """
-    import ray.data
-    from ray.data import SaveMode
-
-    mode = SaveMode.OVERWRITE if overwrite else SaveMode.APPEND
-    if ray.data.DataContext.get_current().execution_options.preserve_order:
-        ds.write_datasink(_ordered_parquet_sink(fs, path, mode))
-    else:
-        ds.write_parquet(path, filesystem=fs, mode=mode)
 
 
 def run(cfg: ScoreConfig) -> ScoreSummary:
