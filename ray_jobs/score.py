@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_jobs._cluster import init_ray
-from ray_jobs.score_actor import ERROR_COLUMN, OUTPUT_COLUMNS, Scorer
+from ray_jobs.score_actor import Scorer
 from ray_jobs.score_writer import write_output
 from sentiray import storage
 from sentiray.config import InputFormat, ScoreConfig, add_score_arguments
 from sentiray.entrypoint import run_entrypoint
 from sentiray.errors import ConfigError, DataError, SentirayError
+from sentiray.labels import LabelSet
+from sentiray.scored import ERROR_COLUMN, ScoredSchema
 
 RESULT_PREFIX = "SENTIRAY_SCORE_RESULT "
 BAD_EXAMPLES = 5
@@ -88,14 +90,21 @@ def read_input(cfg: ScoreConfig, fmt: InputFormat) -> Any:
     return ray.data.read_json(path, filesystem=fs)
 
 
-def _check_columns(ds: Any, cfg: ScoreConfig) -> None:
+def _artifact_labels(local_dir: Any) -> LabelSet:
+    """The artifact's label set, from its model config (the record of its labels)."""
+    from transformers import AutoConfig
+
+    return LabelSet.from_model_config(AutoConfig.from_pretrained(str(local_dir), trust_remote_code=False))
+
+
+def _check_columns(ds: Any, cfg: ScoreConfig, scored: ScoredSchema) -> None:
     schema = ds.schema()
     names = list(schema.names) if schema is not None else []
     if cfg.text_column not in names:
         raise DataError(
             f"text_column: {cfg.text_column!r} is not a column of {cfg.input}; columns: {', '.join(names) or 'none'}"
         )
-    clash = [c for c in OUTPUT_COLUMNS if c in names]
+    clash = scored.clashes(names)
     if clash:
         raise DataError(f"{cfg.input}: already has column(s) {clash}, which the scores are written to; rename them")
 
@@ -167,7 +176,8 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
 
     from sentiray.artifact import fetch_artifact
 
-    _, manifest = fetch_artifact(cfg.model)  # fail fast, before any actor starts, on a bad artifact
+    local_dir, manifest = fetch_artifact(cfg.model)  # fail fast, before any actor starts, on a bad artifact
+    schema = ScoredSchema(_artifact_labels(local_dir))
     out_fs, out_path = storage.filesystem(cfg.output)
     if storage.exists(cfg.output) and not cfg.overwrite:
         import pyarrow.fs as pafs
@@ -183,11 +193,12 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     ctx.execution_options.preserve_order = cfg.preserve_order
     started = time.perf_counter()
     ds = read_input(cfg, fmt)
-    _check_columns(ds, cfg)
+    _check_columns(ds, cfg, schema)
     low, high = _pool_size(cfg)
     print(
         f"scoring {cfg.input} -> {cfg.output} with {cfg.model} (base {manifest.base_model}), "
-        f"{low}-{high} actor(s) on {'GPU' if cfg.use_gpu else 'CPU'}, batches of {cfg.batch_size}",
+        f"{low}-{high} actor(s) on {'GPU' if cfg.use_gpu else 'CPU'}, batches of {cfg.batch_size}; "
+        f"labels: {', '.join(schema.labels.names)}",
         flush=True,
     )
     scored = ds.map_batches(
@@ -267,6 +278,6 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "OUTPUT_COLUMNS", "RESULT_PREFIX", "InputFormat", "ScoreConfig", "ScoreSummary", "main", "run", "score",
+    "RESULT_PREFIX", "InputFormat", "ScoreConfig", "ScoreSummary", "main", "run", "score",
     "write_output",
 ]

@@ -6,17 +6,15 @@ import time
 from typing import Any
 
 from sentiray.errors import InputError
-from sentiray.labels import ID2LABEL
-
-LABEL_COLUMN = "label"
-SCORE_COLUMN = "score"
-ERROR_COLUMN = "error"
-PROB_COLUMNS = {name: f"score_{name.lower()}" for name in ID2LABEL.values()}
-OUTPUT_COLUMNS = (LABEL_COLUMN, SCORE_COLUMN, *PROB_COLUMNS.values(), ERROR_COLUMN)
+from sentiray.scored import ERROR_COLUMN, LABEL_COLUMN, ScoredColumns, ScoredSchema, row_problem
 
 
 class Scorer:
-    """One actor of the pool: loads the artifact once, then classifies pyarrow batches."""
+    """One actor of the pool: loads the artifact once, then classifies pyarrow batches.
+
+    Each batch comes back with the scored columns (sentiray.scored) for the model's own label set, read
+    from the artifact's model config.
+    """
 
     def __init__(
         self,
@@ -41,7 +39,7 @@ class Scorer:
                 self.predictor = Predictor.from_artifact(
                     model, device="cuda" if use_gpu else "cpu", precision=precision, max_batch_size=batch_size,
                     runtime=runtime,
-                )
+                )  # fmt: skip
                 break
             except OSError:
                 # Actors on one node share the download cache of a URI artifact; a rename race there
@@ -49,25 +47,21 @@ class Scorer:
                 if attempt == 2:
                     raise
                 time.sleep(1 + attempt)
+        self.schema = ScoredSchema(self.predictor.labels)
 
     def __call__(self, batch: Any) -> Any:
+        import numpy as np
         import pyarrow as pa
 
         from sentiray.metrics import softmax
-        from sentiray.text import validate_texts
 
         texts = batch.column(self.text_column).to_pylist()
-        n = len(texts)
-        errors: list[str | None] = [None] * n
+        scored = ScoredColumns(self.schema, len(texts))
         for i, text in enumerate(texts):
-            if text is None:
-                errors[i] = "missing text"
-                continue
-            try:
-                validate_texts([text])
-            except InputError as e:
-                errors[i] = str(e).removeprefix("inputs[0]: ")
-        good = [i for i in range(n) if errors[i] is None]
+            problem = row_problem(text)
+            if problem is not None:
+                scored.set_error(i, problem)
+        good = [i for i, error in enumerate(scored.errors) if error is None]
         encoded: list[list[int]] = []
         try:
             encoded = self.predictor.encode([texts[i] for i in good], truncate=self.truncate) if good else []
@@ -79,24 +73,20 @@ class Scorer:
                     encoded.extend(self.predictor.encode([texts[i]], truncate=self.truncate))
                     kept.append(i)
                 except InputError as e:
-                    errors[i] = str(e).removeprefix("inputs[0]: ")
+                    scored.set_error(i, e.reason)
             good = kept
-        labels: list[str | None] = [None] * n
-        top: list[float | None] = [None] * n
-        probs: dict[str, list[float | None]] = {name: [None] * n for name in PROB_COLUMNS}
         if good:
-            scores = softmax(self.predictor.logits_for_ids(encoded))
-            for row, i in zip(scores, good, strict=True):
-                best = int(row.argmax())
-                labels[i], top[i] = ID2LABEL[best], float(row[best])
-                for j, name in ID2LABEL.items():
-                    probs[name][i] = float(row[j])
+            logits = self.predictor.logits_for_ids(encoded)
+            # Hugging Face's text-classification defaults: softmax over single-label classes, a sigmoid
+            # per label for multi-label models.
+            probs = 1.0 / (1.0 + np.exp(-logits)) if self.schema.labels.multi_label else softmax(logits)
+            for i, row in zip(good, probs, strict=True):
+                scored.set_scores(i, row.tolist())
         out = batch
-        out = out.append_column(LABEL_COLUMN, pa.array(labels, pa.string()))
-        out = out.append_column(SCORE_COLUMN, pa.array(top, pa.float32()))
-        for name, column in PROB_COLUMNS.items():
-            out = out.append_column(column, pa.array(probs[name], pa.float32()))
-        return out.append_column(ERROR_COLUMN, pa.array(errors, pa.string()))
+        for name, values in scored.columns().items():
+            kind = pa.string() if name in (LABEL_COLUMN, ERROR_COLUMN) else pa.float32()
+            out = out.append_column(name, pa.array(values, kind))
+        return out
 
 
-__all__ = ["OUTPUT_COLUMNS", "Scorer"]
+__all__ = ["Scorer"]

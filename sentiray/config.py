@@ -3,7 +3,8 @@ and of a batch scoring job (`ScoreConfig`, from CLI flags).
 
 Every option lives in exactly one pydantic model below; the CLI flags (`add_model_arguments`, the one
 pydantic-to-argparse generator), their `--help` text and the YAML keys are all generated from these
-fields, so there is one place to add or document an option.
+fields, so there is one place to add or document an option. The file is longer than most (~480 lines)
+for that reason: every option model sits beside the one generator that turns it into flags.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 
 from sentiray.config import Precision
 from sentiray.errors import ConfigError, ModelLoadError
-from sentiray.labels import ID2LABEL, LABEL2ID, NUM_LABELS
+from sentiray.labels import BINARY, LabelSet
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -60,8 +60,10 @@ def load_model(
     allow_pickle: bool = False,
     revision: str | None = None,
     dtype: torch.dtype | None = None,
+    labels: LabelSet | None = BINARY,
 ) -> Any:
-    """A sequence classifier with the project's two labels (a new head if the base has none)."""
+    """A sequence classifier with a head for `labels` (a new head if the base has none); labels=None
+    keeps the label set the checkpoint's config records (an artifact's)."""
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -70,9 +72,11 @@ def load_model(
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             revision=revision,
-            num_labels=NUM_LABELS,
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
+            **(
+                {"num_labels": labels.num_labels, "id2label": labels.id2label, "label2id": labels.label2id}
+                if labels is not None
+                else {}
+            ),
             trust_remote_code=False,
             use_safetensors=None if allow_pickle else True,
             dtype=dtype,

@@ -14,7 +14,7 @@ import torch
 
 from sentiray.artifact import ArtifactManifest, fetch_artifact
 from sentiray.config import Precision, Runtime, Truncation
-from sentiray.labels import ID2LABEL
+from sentiray.labels import BINARY, LabelSet
 from sentiray.metrics import softmax
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
 from sentiray.runtime import OnnxRunner, TorchRunner, resolve_runtime
@@ -157,6 +157,8 @@ class Predictor:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.manifest = manifest
+        # The model's config is the record of its labels (sentiray.labels).
+        self.labels = LabelSet.from_model_config(model.config)
 
     @classmethod
     def from_artifact(
@@ -174,7 +176,7 @@ class Predictor:
         torch_device = resolve_device(None if device == "auto" else device == "cuda")
         concrete = resolve_runtime(runtime, torch_device, precision)
         dtype = resolve_precision(precision, torch_device) if concrete == Runtime.TORCH else torch.float32
-        model = load_model(str(local_dir), dtype=dtype)
+        model = load_model(str(local_dir), dtype=dtype, labels=None)
         tokenizer = load_tokenizer(str(local_dir))
         return cls(
             model, tokenizer, max_length=manifest.max_length, truncation=manifest.truncation,
@@ -191,7 +193,7 @@ class Predictor:
         return self.encoder.encode(texts, truncate=truncate)
 
     def logits_for_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
-        """Logits (float32, [n, 2]) for pre-tokenized inputs, in input order."""
+        """Logits (float32, [n, labels]) for pre-tokenized inputs, in input order."""
         return self.logits_with_stats(encoded)[0]
 
     def logits_with_stats(self, encoded: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[BatchStats]]:
@@ -200,7 +202,7 @@ class Predictor:
         Inputs are sorted by length and cut into passes of similar length (forward_passes), so little
         compute goes to padding.
         """
-        out = np.empty((len(encoded), len(ID2LABEL)), dtype=np.float32)
+        out = np.empty((len(encoded), self.labels.num_labels), dtype=np.float32)
         stats = []
         pad_id = self.encoder.pad_token_id
         lengths = [len(ids) for ids in encoded]
@@ -226,14 +228,16 @@ class Predictor:
     ) -> list[list[dict[str, Any]]]:
         """For each text, `[{"label", "score"}, ...]` sorted by score (probabilities, or logits)."""
         logits = self.logits(texts, truncate=truncate)
-        return scores_to_predictions(logits, raw_scores=raw_scores)
+        return scores_to_predictions(logits, raw_scores=raw_scores, labels=self.labels)
 
 
-def scores_to_predictions(logits: np.ndarray, *, raw_scores: bool = False) -> list[list[dict[str, Any]]]:
+def scores_to_predictions(
+    logits: np.ndarray, *, raw_scores: bool = False, labels: LabelSet = BINARY
+) -> list[list[dict[str, Any]]]:
     """Per-row label/score lists, highest score first."""
     scores = logits if raw_scores else softmax(logits)
     out = []
     for row in scores:
         ranked = sorted(range(len(row)), key=lambda j: -float(row[j]))
-        out.append([{"label": ID2LABEL[j], "score": float(row[j])} for j in ranked])
+        out.append([{"label": labels.names[j], "score": float(row[j])} for j in ranked])
     return out

@@ -88,3 +88,28 @@ def write_tiny_artifact(destination: Path | str, model_dir: Path, **fields: Any)
     from sentiray.model import load_model, load_tokenizer
 
     return write_loaded_artifact(destination, (load_model(str(model_dir)), load_tokenizer(str(model_dir))), **fields)
+
+
+THREE_LABELS = ("negative", "neutral", "positive")
+
+
+def write_label_set_artifact(
+    destination: Path | str, tokenizer_dir: Path, names: tuple[str, ...] = THREE_LABELS, *, seed: int = 0
+) -> str:
+    """An artifact of an untrained 2-layer, 32-wide BERT whose head has one output per label in `names`
+    (recorded in its config by `LabelSet.model_config_kwargs`), with the tokenizer in tokenizer_dir."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sentiray.labels import LabelSet
+    from sentiray.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, pad_token_id=0,
+        **LabelSet.of(names).model_config_kwargs(),
+    )  # fmt: skip
+    model = BertForSequenceClassification(config).eval()
+    return write_loaded_artifact(destination, (model, tokenizer), base_model="tiny-bert")
