@@ -18,6 +18,7 @@ from sentiray.entrypoint import run_entrypoint
 # Order is the order shown in --help.
 COMMAND_MODULES = [
     "sentiray.commands.train",
+    "sentiray.commands.score",
     "sentiray.commands.serve",
     "sentiray.commands.predict",
     "sentiray.commands.k8s",

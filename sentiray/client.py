@@ -18,17 +18,26 @@ import httpx
 
 from sentiray.errors import SentirayError
 
-__all__ = ["RETRY_STATUSES", "EndpointError", "PredictClient"]
+__all__ = ["RETRY_STATUSES", "EndpointError", "PredictClient", "error_detail"]
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class EndpointError(SentirayError):
-    """The endpoint refused a request (4xx) or kept failing after all retries."""
+    """The endpoint refused a request (4xx) or kept failing after all retries.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    `status` is the last HTTP status (None: the connection failed every time), `detail` the endpoint's
+    own words (its JSON body's `error`; for a failed connection, what failed), `error_type` the body's
+    machine-readable kind when it gave one. The message adds how it went (`HTTP 422: ...`).
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, *, detail: str | None = None, error_type: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = message if detail is None else detail
+        self.error_type = error_type
 
 
 class PredictClient:
@@ -109,20 +118,28 @@ class PredictClient:
                 response = self._http.post(path, json=body)
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 if attempt >= self.retries:
-                    raise EndpointError(f"{self._http.base_url}{path}: {type(e).__name__}: {e}") from e
+                    cause = f"{type(e).__name__}: {e}"
+                    raise EndpointError(f"{self._http.base_url}{path}: {cause}", detail=cause) from e
                 self._count_retry(attempt)
                 self._sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
             if response.status_code < 400:
                 return response.json()
-            message = _error_message(response)
+            message, error_type = error_detail(response)
             if response.status_code not in RETRY_STATUSES:
-                raise EndpointError(f"HTTP {response.status_code}: {message}", response.status_code)
+                raise EndpointError(
+                    f"HTTP {response.status_code}: {message}",
+                    response.status_code,
+                    detail=message,
+                    error_type=error_type,
+                )
             if attempt >= self.retries:
                 raise EndpointError(
                     f"HTTP {response.status_code} after {attempt + 1} attempts: {message}",
                     response.status_code,
+                    detail=message,
+                    error_type=error_type,
                 )
             self._count_retry(attempt)
             self._sleep(self._delay(attempt, response.headers.get("retry-after")))
@@ -144,11 +161,15 @@ class PredictClient:
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
 
-def _error_message(response: httpx.Response) -> str:
+def error_detail(response: httpx.Response) -> tuple[str, str | None]:
+    """The endpoint's words (its JSON `error`, FastAPI's `detail`, else the body) and its `error_type`."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500]
+        return response.text.strip()[:500] or response.reason_phrase, None
     if isinstance(body, dict) and "error" in body:
-        return str(body["error"])
-    return str(body)[:500]
+        kind = body.get("error_type")
+        return str(body["error"]), kind if isinstance(kind, str) else None
+    if isinstance(body, dict) and "detail" in body:  # FastAPI's own shape
+        return str(body["detail"])[:500], None
+    return str(body)[:500], None

@@ -1,7 +1,10 @@
-"""Typed configuration of a training job, built from a preset, a YAML file and CLI flags (in that order).
+"""Typed configuration of a training job, built from a preset, a YAML file and CLI flags (in that order),
+and of a batch scoring job (`ScoreConfig`, from CLI flags).
 
-Every option lives in exactly one pydantic model below; the CLI flags, their `--help` text and the YAML
-keys are all generated from these fields, so there is one place to add or document an option.
+Every option lives in exactly one pydantic model below; the CLI flags (`add_model_arguments`, the one
+pydantic-to-argparse generator), their `--help` text and the YAML keys are all generated from these
+fields, so there is one place to add or document an option. The file is longer than most (~480 lines)
+for that reason: every option model sits beside the one generator that turns it into flags.
 """
 
 from __future__ import annotations
@@ -341,6 +344,9 @@ def format_validation_error(err: ValidationError) -> str:
             section = SECTIONS.get(str(e["loc"][0])) if len(e["loc"]) == 2 else None
             allowed = f"; allowed: {', '.join(section.model_fields)}" if section else ""
             lines.append(f"{loc}: unknown option{allowed}")
+        elif e["type"] == "value_error" and not e["loc"]:
+            # A rule across fields (a model validator): its own message names the fields.
+            lines.append(str(e["ctx"]["error"]))
         else:
             lines.append(f"{loc}: {e['msg']}{got}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
@@ -409,38 +415,46 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
+def add_model_arguments(group: Any, model: type[BaseModel]) -> None:
+    """One flag per field of a pydantic model (`--field-name`), its help from the field's description.
+
+    The one generator of the training, scoring and serving flags. Unset flags stay out of the
+    namespace (argparse.SUPPRESS), so they never override a preset, a YAML file or a Serve config with
+    a default; the model applies its own defaults when built. A field without a default is a required
+    flag.
+    """
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _scalar_type(field.annotation)
+        if get_origin(kind) in (list, tuple):
+            kind = str  # a comma-separated flag; the field's validator splits it
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if field.is_required():
+            kwargs["required"] = True
+            kwargs["help"] = f"{field.description} (required)"
+        elif "(default:" in (field.description or ""):  # the description says what unset means
+            kwargs["help"] = field.description
+        else:
+            default = field.default.value if isinstance(field.default, StrEnum) else field.default
+            kwargs["help"] = f"{field.description} (default: {default})"
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(kind, type) and issubclass(kind, StrEnum):
+            kwargs["choices"] = [m.value for m in kind]
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = name.upper()
+        group.add_argument(flag, **kwargs)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--config`, `--preset` and one flag per config field, grouped by section."""
+    """Add `--config`, `--preset` and one flag per training config field, grouped by section."""
     parser.add_argument("--config", metavar="YAML", help="YAML file with data/model/optim/run sections")
     parser.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="Named starting point (default: none)"
     )
     for section, model in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} options", model.__doc__)
-        for name, field in model.model_fields.items():
-            flag = "--" + name.replace("_", "-")
-            kind = _scalar_type(field.annotation)
-            default = field.default.value if isinstance(field.default, StrEnum) else field.default
-            help_text = f"{field.description} (default: {default})"
-            # argparse.SUPPRESS keeps unset flags out of the namespace, so YAML and presets are not
-            # overwritten by defaults.
-            if get_origin(kind) in (list, tuple):
-                kind = str  # a comma-separated flag; the field's validator splits it
-            if kind is bool:
-                group.add_argument(
-                    flag, dest=name, action=argparse.BooleanOptionalAction,
-                    default=argparse.SUPPRESS, help=help_text,
-                )
-            elif isinstance(kind, type) and issubclass(kind, StrEnum):
-                group.add_argument(
-                    flag, dest=name, choices=[m.value for m in kind], default=argparse.SUPPRESS,
-                    help=help_text,
-                )
-            else:
-                group.add_argument(
-                    flag, dest=name, type=kind, default=argparse.SUPPRESS,
-                    metavar=name.upper(), help=help_text,
-                )
+        add_model_arguments(parser.add_argument_group(f"{section} options", model.__doc__), model)
 
 
 def config_from_namespace(args: argparse.Namespace) -> TrainJobConfig:
@@ -448,3 +462,91 @@ def config_from_namespace(args: argparse.Namespace) -> TrainJobConfig:
     values = vars(args)
     overrides = {k: v for k, v in values.items() if k in FIELD_SECTION}
     return build_config(values.get("preset", "default"), values.get("config"), overrides)
+
+
+# --- the batch scoring job -----------------------------------------------------------------------------
+
+
+class InputFormat(StrEnum):
+    """How the scoring job reads its input files."""
+
+    AUTO = "auto"  # from the file extensions (.parquet, .csv, .jsonl/.json)
+    PARQUET = "parquet"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class ScoreConfig(BaseModel):
+    """The options of a batch scoring job (`sentiray score`, `python -m ray_jobs.score`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str = Field(..., min_length=1, description="Artifact folder, URI (s3://...) or Hub id")
+    input: str = Field(
+        ..., min_length=1, description="File, folder or glob of parquet/csv/jsonl; local or URI"
+    )
+    output: str = Field(..., min_length=1, description="Folder or URI the parquet files are written to")
+    format: InputFormat = Field(InputFormat.AUTO, description="Input format (auto: from the file extensions)")
+    text_column: str = Field("text", min_length=1, description="Column holding the reviews")
+    batch_size: int = Field(64, ge=1, le=4096, description="Rows per batch and forward pass")
+    use_gpu: bool = Field(False, description="One GPU per actor")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs (and torch threads) per actor")
+    min_actors: int = Field(1, ge=1, description="Smallest actor pool")
+    max_actors: int | None = Field(
+        None, ge=1, description="Largest actor pool (default: as many as the cluster's CPUs or GPUs allow)"
+    )
+    precision: Precision = Field(
+        Precision.AUTO, description="auto (bf16 where the hardware runs it fast), fp32, bf16, fp16 (GPU)"
+    )
+    runtime: Runtime = Field(
+        Runtime.AUTO,
+        description="Forward-pass engine: auto (onnx-int8 on CPUs without fast bf16, else torch), torch, "
+        "onnx, onnx-int8",
+    )
+    truncate: bool = Field(
+        True,
+        description="Cut reviews longer than the model's max_length (--no-truncate: mark them as bad rows)",
+    )
+    overwrite: bool = Field(False, description="Replace what is at --output")
+    preserve_order: bool = Field(
+        False,
+        description="Write rows in input order: input files in path order, rows in file order; read the "
+        "output files in name order. Slower: finished batches wait for earlier ones, and each output file "
+        "is written on one thread",
+    )
+    fail_on_bad_rows: bool = Field(
+        False, description="Exit 1 if any row could not be scored (the output is still written)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreConfig:
+        from sentiray import storage
+
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors: {self.max_actors} is smaller than min_actors ({self.min_actors})")
+        if self.precision == Precision.FP16 and not self.use_gpu:
+            raise ValueError("precision: fp16 is for GPUs; allowed on CPU: auto, fp32, bf16")
+        problem = runtime_conflict(self.runtime, self.precision, "cuda" if self.use_gpu else "cpu")
+        if problem:
+            raise ValueError(f"runtime: {problem}")
+        if storage.normalize_location(self.input) == storage.normalize_location(self.output):
+            raise ValueError(f"output: {self.output!r} is the input; write the scores somewhere else")
+        return self
+
+    @classmethod
+    def build(cls, **values: Any) -> ScoreConfig:
+        """Validated here; a bad value raises ConfigError naming the field and what is allowed."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ScoreConfig:
+        """From flags made by `add_score_arguments` (the ones the user set; the rest take their default)."""
+        return cls.build(**{k: v for k, v in vars(args).items() if k in cls.model_fields})
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scoring job's flags, one per ScoreConfig field."""
+    add_model_arguments(parser, ScoreConfig)

@@ -24,7 +24,22 @@ class ModelLoadError(SentirayError):
 
 
 class InputError(SentirayError, ValueError):
-    """A prediction input is unusable (empty text, lone surrogates, too long with truncation off)."""
+    """A prediction input is unusable (empty text, lone surrogates, too long with truncation off).
+
+    `reason` says what is wrong; `index` is the position of the text at fault in the list sent, or None
+    when the problem is the list itself. The message is `inputs[INDEX]: REASON` (or the reason alone),
+    the text the HTTP API answers; callers that report per row read `reason` and `index`, never the
+    message.
+    """
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        super().__init__(reason if index is None else f"inputs[{index}]: {reason}")
+        self.reason = reason
+        self.index = index
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, int | None]]:
+        # Raised in Ray workers and Serve replicas: pickled with its fields, not just the message.
+        return (type(self), (self.reason, self.index))
 
 
 class RunStateError(SentirayError):

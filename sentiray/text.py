@@ -42,13 +42,13 @@ def validate_texts(texts: Sequence[object]) -> list[str]:
     clean = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InputError(f"inputs[{i}]: expected a string, got {type(text).__name__}")
+            raise InputError(f"expected a string, got {type(text).__name__}", i)
         if not text.strip():
-            raise InputError(f"inputs[{i}]: empty or whitespace-only text")
+            raise InputError("empty or whitespace-only text", i)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise InputError(f"inputs[{i}]: not valid Unicode (lone surrogate at position {e.start})") from e
+            raise InputError(f"not valid Unicode (lone surrogate at position {e.start})", i) from e
         clean.append(text)
     return clean
 
@@ -91,8 +91,9 @@ def encode(
         if len(ids) > budget:
             if not truncate:
                 raise InputError(
-                    f"inputs[{i}]: {len(ids) + max_length - budget} tokens exceed the model's max_length "
-                    f"{max_length}; send shorter text or set truncate=true"
+                    f"{len(ids) + max_length - budget} tokens exceed the model's max_length {max_length}; "
+                    "send shorter text or set truncate=true",
+                    i,
                 )
             ids = ids[:budget] if Truncation(truncation) == Truncation.HEAD else _head_tail(ids, budget)
         out.append(prefix + ids + suffix)

@@ -21,6 +21,7 @@ from sentiray.ui.endpoint import (
     Problem,
     UiSettings,
     guess_text_column,
+    labels_from_info,
     read_batch_file,
     score_frame,
 )
@@ -33,6 +34,7 @@ EXAMPLES = {
 }
 # The UI scores files through the endpoint, interactively; larger files belong to `python -m ray_jobs.score`.
 MAX_ROWS = int(os.environ.get("SENTIRAY_UI_MAX_ROWS", "10000"))
+# The binary default's colours; any other label is shown as it is named.
 LABEL_BADGES = {"POSITIVE": ":green[POSITIVE]", "NEGATIVE": ":red[NEGATIVE]"}
 
 
@@ -62,6 +64,13 @@ def _sidebar(client: EndpointClient) -> dict[str, Any] | None:
             return None
         st.success("Endpoint up, model ready", icon=":material/check_circle:")
         st.markdown(f"**{info.get('model_name', 'model')}** fine-tuned from `{info.get('base_model', '?')}`")
+        try:
+            labels = labels_from_info(info)
+        except EndpointError as e:
+            _explain(e)
+            return None
+        kind = "any of" if labels.multi_label else "one of"
+        st.markdown(f"Labels ({kind} {labels.num_labels}): " + ", ".join(f"`{n}`" for n in labels.names))
         metrics = info.get("test_metrics") or {}
         if metrics:
             cols = st.columns(2)
@@ -127,6 +136,7 @@ def _single(client: EndpointClient) -> None:
     top = ranked[0]
     st.subheader(f"{LABEL_BADGES.get(top['label'], top['label'])}")
     st.progress(float(top["score"]), text=f"Confidence {top['score']:.1%}")
+    # Every label the endpoint answered, highest first: two for the binary default, N in general.
     st.caption(" · ".join(f"{r['label']} {r['score']:.3f}" for r in ranked))
     if scored_text != text:
         st.caption("The review has changed since; press Classify for its label.")
@@ -172,6 +182,7 @@ def _batch(client: EndpointClient, info: dict[str, Any] | None) -> None:
                     client,
                     df,
                     column,
+                    labels=labels_from_info(info),
                     chunk_size=chunk,
                     truncate=st.session_state.get("truncate", True),
                     progress=advance,

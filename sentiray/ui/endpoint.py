@@ -7,19 +7,19 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
 from sentiray import client
 from sentiray.errors import InputError, SentirayError
-from sentiray.labels import ID2LABEL
-from sentiray.text import validate_texts
+from sentiray.labels import BINARY, LabelSet
+from sentiray.scored import ERROR_COLUMN, ScoredColumns, ScoredSchema, row_problem
 
 ENV_ENDPOINT = "SENTIRAY_ENDPOINT"
 ENV_TOKEN = "SENTIRAY_API_TOKEN"
@@ -27,13 +27,8 @@ ENV_TOKEN_FILE = "SENTIRAY_API_TOKEN_FILE"
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Used until /info says how many texts one request may carry.
 DEFAULT_CHUNK = 32
-
-# Columns added to a scored table, after the input columns.
-LABEL_COLUMN = "label"
-SCORE_COLUMN = "score"  # probability of the predicted label
-ERROR_COLUMN = "error"  # why a row has no label (empty text, refused by the endpoint); null otherwise
-PROB_COLUMNS = {name: f"score_{name.lower()}" for name in ID2LABEL.values()}
-OUTPUT_COLUMNS = (LABEL_COLUMN, SCORE_COLUMN, *PROB_COLUMNS.values(), ERROR_COLUMN)
+# What a row refused by the endpoint carries in its `error` column, before the endpoint's own words.
+REFUSED = "refused by the endpoint: "
 
 
 class Problem(StrEnum):
@@ -49,10 +44,9 @@ class Problem(StrEnum):
 class EndpointError(client.EndpointError):
     """A call to the endpoint failed; the message is meant for the app's user, `problem` says what kind."""
 
-    def __init__(self, problem: Problem, message: str, status: int | None = None, detail: str = "") -> None:
-        super().__init__(message, status)
+    def __init__(self, problem: Problem, message: str, status: int | None = None, detail: str | None = None) -> None:
+        super().__init__(message, status, detail=detail)
         self.problem = problem
-        self.detail = detail or message  # the endpoint's own words, when it gave any
 
 
 @dataclass(frozen=True)
@@ -140,7 +134,7 @@ class EndpointClient:
                     f"{url} answered {r.status_code} with a body that is not JSON",
                     r.status_code,
                 ) from e
-        raise _problem(r.status_code, _error_detail(r))
+        raise _problem(r.status_code, client.error_detail(r)[0])
 
     def health(self) -> bool:
         """True when the model answers; False while it loads (503). Unreachable raises."""
@@ -165,8 +159,8 @@ class EndpointClient:
             out = self._predictor.post("/predict", body)
         except client.EndpointError as e:
             if e.status is None:  # the connection failed on every try
-                raise self._unreachable(str(e).split(": ", 1)[-1]) from e
-            raise _problem(e.status, _CLIENT_PREFIX.sub("", str(e))) from e
+                raise self._unreachable(e.detail) from e
+            raise _problem(e.status, e.detail) from e
         if not isinstance(out, list) or len(out) != len(texts):
             raise EndpointError(
                 Problem.SERVER,
@@ -177,10 +171,6 @@ class EndpointClient:
     def classify(self, text: str, *, truncate: bool = True) -> list[dict[str, Any]]:
         """One text: its ranked `{label, score}` list."""
         return self.predict([text], truncate=truncate)[0]
-
-
-# sentiray.client's messages: "HTTP 422: <the endpoint's error>" or "HTTP 503 after 3 attempts: ...".
-_CLIENT_PREFIX = re.compile(r"^HTTP \d{3}(?: after \d+ attempts)?: ")
 
 
 def _problem(status: int, detail: str) -> EndpointError:
@@ -204,27 +194,16 @@ def _problem(status: int, detail: str) -> EndpointError:
     return EndpointError(Problem.SERVER, f"the endpoint failed ({status}): {detail}", status, detail)
 
 
-def _error_detail(r: httpx.Response) -> str:
+def labels_from_info(info: dict[str, Any] | None) -> LabelSet:
+    """The served model's label set from its /info (`labels`: id -> name, as the artifact records them;
+    `problem_type` where reported), read by the one reader of a model config; binary without /info."""
+    if not info or not info.get("labels"):
+        return BINARY
+    record = SimpleNamespace(id2label=info["labels"], problem_type=info.get("problem_type"))
     try:
-        body = r.json()
-    except json.JSONDecodeError:
-        return r.text.strip()[:300] or r.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
-    if isinstance(body, dict) and "detail" in body:  # FastAPI's own shape
-        return str(body["detail"])[:300]
-    return json.dumps(body)[:300]
-
-
-def row_problem(value: object) -> str | None:
-    """Why a cell cannot be classified (the same checks the endpoint makes), or None."""
-    if value is None or (isinstance(value, float) and value != value):  # None or NaN: a missing cell
-        return "missing text"
-    try:
-        validate_texts([value])
-    except InputError as e:
-        return str(e).removeprefix("inputs[0]: ")
-    return None
+        return LabelSet.from_model_config(record)
+    except SentirayError as e:
+        raise EndpointError(Problem.SERVER, f"/info reports labels the UI cannot use: {e}") from e
 
 
 # --- batch files --------------------------------------------------------------------------------------
@@ -273,7 +252,7 @@ def guess_text_column(df: Any) -> str:
 
 @dataclass
 class ScoredTable:
-    frame: Any  # the input columns, then OUTPUT_COLUMNS
+    frame: Any  # the input columns, then the scored columns (sentiray.scored)
     bad_rows: int
     scored_rows: int
 
@@ -283,37 +262,41 @@ def score_frame(
     df: Any,
     column: str,
     *,
+    labels: LabelSet = BINARY,
     chunk_size: int = DEFAULT_CHUNK,
     truncate: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoredTable:
     """Score df[column] through the endpoint, chunk by chunk; unusable rows get an `error`, never vanish.
 
-    Rows the endpoint would refuse (empty, non-text) are marked without a request. If the endpoint still
-    refuses a chunk (e.g. a text too long with truncation off), the chunk is retried row by row so the
-    error lands on the row that caused it. An unreachable or failing endpoint aborts the whole batch.
+    `labels` is the served model's label set (`labels_from_info`): one score column each. Rows the
+    endpoint would refuse (empty, non-text) are marked without a request. If the endpoint still refuses
+    a chunk (e.g. a text too long with truncation off), the chunk is retried row by row so the error
+    lands on the row that caused it. An unreachable or failing endpoint aborts the whole batch.
     """
+    schema = ScoredSchema(labels)
     if column not in df.columns:
         raise InputError(f"column {column!r} not in the file; columns: {', '.join(map(str, df.columns))}")
-    clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
+    clash = schema.clashes(df.columns)
     if clash:
         raise InputError(f"the file already has column(s) {clash}; rename them, the scores are written there")
-    n = len(df)
-    labels: list[str | None] = [None] * n
-    scores: list[float | None] = [None] * n
-    probs: dict[str, list[float | None]] = {name: [None] * n for name in PROB_COLUMNS}
-    errors: list[str | None] = [row_problem(v) for v in df[column].tolist()]
     texts = df[column].tolist()
-    good = [i for i in range(n) if errors[i] is None]
+    n = len(texts)
+    scored = ScoredColumns(schema, n)
+    for i, text in enumerate(texts):
+        problem = row_problem(text)
+        if problem is not None:
+            scored.set_error(i, problem)
+    good = [i for i in range(n) if scored.errors[i] is None]
     done = n - len(good)
     if progress:
         progress(done, n)
 
     def store(i: int, ranked: list[dict[str, Any]]) -> None:
-        labels[i], scores[i] = ranked[0]["label"], float(ranked[0]["score"])
-        for entry in ranked:
-            if entry["label"] in probs:
-                probs[entry["label"]][i] = float(entry["score"])
+        try:
+            scored.set_ranked(i, ranked)
+        except ValueError as e:
+            raise EndpointError(Problem.SERVER, f"/predict answered {e} (from /info)") from e
 
     for start in range(0, len(good), max(1, chunk_size)):
         idx = good[start : start + chunk_size]
@@ -329,18 +312,14 @@ def score_frame(
                 except EndpointError as row_error:
                     if row_error.problem is not Problem.REFUSED:
                         raise
-                    errors[i] = f"refused by the endpoint: {row_error.detail.removeprefix('inputs[0]: ')}"
+                    scored.set_error(i, REFUSED + row_error.detail)
         done += len(idx)
         if progress:
             progress(done, n)
     out = df.copy()
-    out[LABEL_COLUMN] = labels
-    out[SCORE_COLUMN] = scores
-    for name, col in PROB_COLUMNS.items():
-        out[col] = probs[name]
-    out[ERROR_COLUMN] = errors
-    bad = sum(e is not None for e in errors)
-    return ScoredTable(frame=out, bad_rows=bad, scored_rows=n - bad)
+    for name, values in scored.columns().items():
+        out[name] = values
+    return ScoredTable(frame=out, bad_rows=scored.bad_rows, scored_rows=n - scored.bad_rows)
 
 
 __all__ = [
@@ -348,7 +327,7 @@ __all__ = [
     "ENV_ENDPOINT",
     "ENV_TOKEN",
     "ENV_TOKEN_FILE",
-    "OUTPUT_COLUMNS",
+    "ERROR_COLUMN",
     "EndpointClient",
     "EndpointError",
     "Problem",
@@ -356,6 +335,6 @@ __all__ = [
     "UiSettings",
     "guess_text_column",
     "read_batch_file",
-    "row_problem",
+    "labels_from_info",
     "score_frame",
 ]

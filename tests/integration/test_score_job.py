@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.score import OUTPUT_COLUMNS, RESULT_PREFIX, main
-from tests.support import synthetic_reviews
+from ray_jobs.score import RESULT_PREFIX, main
+from tests.support import THREE_LABELS, synthetic_reviews, write_label_set_artifact
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -94,7 +94,8 @@ def test_parquet_folder_scored_in_order_with_bad_rows_kept(
     printed = capsys.readouterr().out
     assert code == 0, printed
     df = _read(out)
-    assert list(df.columns) == ["id", "text", "gold", *OUTPUT_COLUMNS]
+    # The binary default's columns, exactly as before label sets.
+    assert list(df.columns) == ["id", "text", "gold", "label", "score", "score_negative", "score_positive", "error"]
     assert df["id"].tolist() == list(range(150))  # nothing dropped, input order
     bad = df[df["error"].notna()]
     assert bad["id"].tolist() == [3, 40, 77]
@@ -373,3 +374,48 @@ def test_rayjob_manifest_is_valid_and_runs_this_entrypoint() -> None:
     cfg = ScoreConfig.from_args(build_parser().parse_args(argv[3:]))
     assert cfg.overwrite
     assert cfg.model.startswith("/mnt/sentiray/")
+
+
+@pytest.fixture(scope="module")
+def three_label_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("three-labels") / "artifact"
+    write_label_set_artifact(out, tiny_model_dir)
+    return out
+
+
+def test_a_three_label_artifact_gets_a_score_column_per_label(
+    local_ray: None, three_label_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The label set comes from the artifact's model config; scores are the model's own (Hugging Face's
+    forward pass, not sentiray's), one column per label in id order."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts, _ = synthetic_reviews(12, seed=5)
+    texts[4] = "  "
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": list(range(12)), "text": texts}), src)
+    out = tmp_path / "out"
+    args = ["--model", str(three_label_artifact), "--input", str(src), "--output", str(out), "--batch-size", "5",
+            "--max-actors", "1", "--preserve-order"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr()
+    df = _read(out)
+    assert list(df.columns) == [
+        "id", "text", "label", "score", "score_negative", "score_neutral", "score_positive", "error",
+    ]  # fmt: skip
+    assert df["id"].tolist() == list(range(12))
+    assert df["error"][4] == "empty or whitespace-only text"
+    assert df.loc[4, ["label", "score", "score_neutral"]].isna().all()
+
+    good = df[df["error"].isna()]
+    tokenizer = AutoTokenizer.from_pretrained(three_label_artifact)
+    model = AutoModelForSequenceClassification.from_pretrained(three_label_artifact).eval()
+    with torch.no_grad():
+        batch = tokenizer(good["text"].tolist(), return_tensors="pt", padding=True)
+        expected = torch.softmax(model(**batch).logits, dim=-1).numpy()
+    got = good[["score_negative", "score_neutral", "score_positive"]].to_numpy()
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert good["label"].tolist() == [THREE_LABELS[j] for j in expected.argmax(axis=1)]
+    assert good["score"].to_numpy() == pytest.approx(expected.max(axis=1), abs=1e-4)
+    assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)

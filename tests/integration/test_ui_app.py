@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations from here
 from streamlit.testing.v1 import AppTest
 
+from sentiray.labels import BINARY, LabelSet
 from sentiray.ui import APP_PATH
 from sentiray.ui.endpoint import (
     ENV_ENDPOINT,
     ENV_TOKEN,
-    OUTPUT_COLUMNS,
     EndpointClient,
     EndpointError,
     Problem,
     UiSettings,
+    labels_from_info,
     score_frame,
 )
 from tests.integration.conftest import ServeInstance, free_port, wait_healthy
+from tests.support import THREE_LABELS, write_label_set_artifact
 
 POSITIVE = "a wonderful superb film"
 NEGATIVE = "awful boring dull movie"
@@ -118,7 +123,8 @@ def test_batch_file_scored_with_bad_rows_kept_and_downloadable(ui_env: str) -> N
     assert not at.error, [e.value for e in at.error]
     assert "2 of 7 rows could not be scored" in _shown(at)
     table = at.main.dataframe[-1].value
-    assert list(table.columns) == ["id", "review", *OUTPUT_COLUMNS]
+    # The binary default's columns, exactly as before label sets.
+    assert list(table.columns) == ["id", "review", "label", "score", "score_negative", "score_positive", "error"]
     assert table["label"].fillna("-").tolist() == [
         "POSITIVE",
         "NEGATIVE",
@@ -182,5 +188,128 @@ def test_client_chunks_and_attributes_refusals_to_rows(endpoint: str) -> None:
         # The scores round-trip through CSV as numbers.
         back = pd.read_csv(io.StringIO(table.frame.to_csv(index=False)))
         assert back["score_positive"].notna().sum() == 3
+    finally:
+        client.close()
+
+
+# --- a three-label model ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_label_endpoint(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real HTTP endpoint in the served API's shapes (/health, /info, TEI /predict, 4xx error bodies)
+    for a three-label artifact, answered by sentiray's Predictor of that artifact.
+
+    The Serve app's answers still name the binary labels (serve/ builds them, outside this change); once
+    it reports the model's own, this fixture can deploy it instead, like `endpoint` above.
+    """
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from sentiray.errors import InputError
+    from sentiray.predictor import Predictor
+
+    artifact = write_label_set_artifact(tmp_path_factory.mktemp("three-labels") / "artifact", tiny_model_dir)
+    predictor = Predictor.from_artifact(artifact, device="cpu", runtime="torch")
+    assert predictor.manifest is not None
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    def info() -> dict[str, object]:
+        return {
+            "model_name": "three-labels", "base_model": "tiny-bert", "labels": predictor.labels.id2label,
+            "max_length": predictor.max_length, "truncation": predictor.truncation.value, "max_inputs": 3,
+            "test_metrics": {"accuracy": 0.5, "f1_macro": 0.4},
+        }  # fmt: skip
+
+    @app.post("/predict")
+    async def predict(request: Request) -> object:
+        body = await request.json()
+        try:
+            return predictor.predict(body["inputs"], truncate=body.get("truncate", True))
+        except InputError as e:
+            return JSONResponse({"error": str(e), "error_type": "invalid_input"}, status_code=422)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, timeout_s=60)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_three_label_model_is_shown_and_scored_with_all_its_labels(
+    three_label_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_ENDPOINT, three_label_endpoint)
+    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    at = _app().run()
+    assert not at.exception, at.exception
+    sidebar = "\n".join(str(m.value) for m in at.sidebar.markdown)
+    assert "Labels (one of 3): `negative`, `neutral`, `positive`" in sidebar
+
+    at.text_area(key="review").input(POSITIVE)
+    at.button(key="classify").click().run()
+    assert not at.error, [e.value for e in at.error]
+    answer = httpx.post(f"{three_label_endpoint}/predict", json={"inputs": [POSITIVE]})
+    assert answer.status_code == 200, answer.text
+    ranked = answer.json()[0]
+    assert at.subheader[0].value == ranked[0]["label"]
+    shown = " ".join(str(c.value) for c in at.caption)
+    assert all(f"{r['label']} {r['score']:.3f}" in shown for r in ranked)
+    assert len(ranked) == 3
+
+    rows = [POSITIVE, "", NEGATIVE, "the plot was fine", POSITIVE + " again"]
+    at.file_uploader(key="upload").upload(
+        "reviews.csv", pd.DataFrame({"id": range(5), "review": rows}).to_csv(index=False).encode(), "text/csv"
+    )
+    at.run()
+    at.button(key="score").click().run()
+    assert not at.exception
+    assert "1 of 5 rows could not be scored" in _shown(at)
+    table = at.main.dataframe[-1].value
+    assert list(table.columns) == [
+        "id", "review", "label", "score", "score_negative", "score_neutral", "score_positive", "error",
+    ]  # fmt: skip
+    assert table["error"][1] == "empty or whitespace-only text"
+    good = table[table["error"].isna()]
+    answers = httpx.post(f"{three_label_endpoint}/predict", json={"inputs": good["review"].tolist()}).json()
+    assert good["label"].tolist() == [a[0]["label"] for a in answers]
+    for (_, row), ranked_row in zip(good.iterrows(), answers, strict=True):
+        for entry in ranked_row:
+            assert row[f"score_{entry['label']}"] == pytest.approx(entry["score"])
+    sums = good[["score_negative", "score_neutral", "score_positive"]].sum(axis=1)
+    assert sums.to_numpy() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rows_refused_by_a_three_label_endpoint_carry_its_reason(three_label_endpoint: str) -> None:
+    client = EndpointClient(UiSettings(endpoint=three_label_endpoint))
+    try:
+        labels = labels_from_info(client.info())
+        assert labels == LabelSet.of(THREE_LABELS)
+        long_text = " ".join([POSITIVE] * 100)
+        df = pd.DataFrame({"text": [NEGATIVE, long_text, POSITIVE]})
+        table = score_frame(client, df, "text", labels=labels, chunk_size=3, truncate=False)
+        assert table.frame["label"].isna().tolist() == [False, True, False]
+        error = table.frame["error"][1]
+        assert error.startswith("refused by the endpoint: ")
+        assert "exceed the model's max_length" in error
+        # A label set the endpoint does not answer with is a broken endpoint, not a bad row.
+        with pytest.raises(EndpointError) as err:
+            score_frame(client, df.head(1), "text", labels=BINARY)
+        assert err.value.problem is Problem.SERVER
+        assert "not the model's ['NEGATIVE', 'POSITIVE']" in str(err.value)
     finally:
         client.close()
