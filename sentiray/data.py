@@ -34,10 +34,11 @@ _READERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "js
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Parallel lists of review texts and label ids (positions in `label_set`; binary: 0 negative, 1 positive)."""
+    """Parallel lists of review texts and labels, ids being positions in `label_set` (binary: 0 negative,
+    1 positive): an id per text, or for a multi-label set a tuple of the ids each text carries."""
 
     texts: list[str]
-    labels: list[int]
+    labels: list[Any]
     source: str
     label_set: LabelSet = BINARY
 
@@ -55,9 +56,24 @@ class TextDataset:
         )
 
     def label_counts(self) -> dict[str, int]:
+        """Texts per class (multi-label: a text counts once for each class it carries)."""
         names = self.label_set.names
-        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(names))
+        if self.label_set.multi_label:
+            counts = self.label_array().sum(axis=0).astype(np.int64)
+        else:
+            counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(names))
         return {names[i]: int(c) for i, c in enumerate(counts)}
+
+    def label_array(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """The labels of rows (default: all) as the loss takes them: int64 ids, or for a multi-label set
+        a float32 0/1 matrix of rows x classes."""
+        picked = self.labels if rows is None else [self.labels[i] for i in rows]
+        if not self.label_set.multi_label:
+            return np.asarray(picked, dtype=np.int64).reshape(len(picked))
+        out = np.zeros((len(picked), self.label_set.num_labels), dtype=np.float32)
+        for row, ids in enumerate(picked):
+            out[row, list(ids)] = 1.0
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,8 +142,18 @@ class LabelMapping:
     """How raw values of the label column become ids of a label set; fixed once from the train split."""
 
     label_set: LabelSet
-    id_of: Callable[[object], int | None]
+    id_of: Callable[[object], int | None]  # one class name or id -> its id
     allowed: str  # what the column may hold, for error messages
+
+    def parse(self, value: object) -> int | tuple[int, ...] | None:
+        """A cell's label: an id, or for a multi-label set the sorted ids of its classes; None if invalid."""
+        if not self.label_set.multi_label:
+            return self.id_of(value)
+        items = _multi_items(value)
+        if items is None:
+            return None
+        ids = [self.id_of(v) for v in items]
+        return None if any(i is None for i in ids) else tuple(sorted(set(ids)))  # type: ignore[type-var]
 
     @classmethod
     def binary(cls) -> LabelMapping:
@@ -136,15 +162,24 @@ class LabelMapping:
 
     @classmethod
     def from_train(cls, values: list[Any], cfg: DataConfig, source: str) -> LabelMapping:
-        """The label set of the train split's label column, under cfg's label_names / label_bins."""
+        """The label set of the train split's label column, under cfg's label_names / label_bins / multi_label."""
         try:
             if cfg.label_bins:
                 return cls._bins(cfg.label_bins, cfg.label_names)
             if cfg.label_names:
-                return cls._named(cfg.label_names)
+                return cls._named(cfg.label_names, multi_label=cfg.multi_label)
         except ConfigError as e:
             raise DataError(f"{source}: {e}") from e
-        if all(parse_label(v) is not None for v in values):
+        if cfg.multi_label:
+            cells = [_multi_items(v) for v in values]
+            bad = sum(c is None for c in cells)
+            if bad:
+                raise DataError(
+                    f"{source}: column {cfg.label_column!r}: {bad} of {len(values)} rows are not a list of "
+                    "classes (multi_label: a list of names or ids, or a comma-separated string)"
+                )
+            values = [v for c in cells for v in c or ()]
+        elif all(parse_label(v) is not None for v in values):
             return cls.binary()
         distinct = {v for v in values if v is not None}
         if distinct and all(_integer(v) is not None for v in distinct):
@@ -157,13 +192,13 @@ class LabelMapping:
                 f"{source}: column {cfg.label_column!r}: labels must be all class names (strings) or all "
                 f"integers, found {', '.join(kinds)} (use --label-bins to cut a numeric column into classes)"
             )
-        if len(names) < 2:
+        if len(names) < 2 and not cfg.multi_label:
             raise DataError(
                 f"{source}: column {cfg.label_column!r}: the train split has a single class {names}; "
                 "a classifier needs at least 2"
             )
         try:
-            label_set = LabelSet.of(names)
+            label_set = LabelSet.of(names, multi_label=cfg.multi_label)
         except ConfigError as e:
             raise DataError(f"{source}: column {cfg.label_column!r}: {e}") from e
         lookup = label_set.label2id
@@ -174,20 +209,28 @@ class LabelMapping:
                 return lookup.get(str(number))
             return lookup.get(value) if isinstance(value, str) else None
 
-        return cls(label_set, id_of, f"one of the train split's classes {list(names)}")
+        allowed = "a list of" if cfg.multi_label else "one of"
+        return cls(label_set, id_of, f"{allowed} the train split's classes {list(names)}")
 
     @classmethod
-    def _named(cls, names: tuple[str, ...]) -> LabelMapping:
-        label_set = LabelSet.of(names)
+    def _named(cls, names: tuple[str, ...], *, multi_label: bool = False) -> LabelMapping:
+        label_set = LabelSet.of(names, multi_label=multi_label)
         lookup = label_set.label2id
 
         def id_of(value: object) -> int | None:
             if isinstance(value, str):
-                return lookup.get(value)
+                if value in lookup:
+                    return lookup[value]
+                # An id written as text (a csv cell, a comma-separated multi-label cell).
+                value = int(value) if value.isdigit() else None
             number = _integer(value)
             return number if number is not None and 0 <= number < len(names) else None
 
-        return cls(label_set, id_of, f"one of {list(names)} or an id 0..{len(names) - 1}")
+        ids = f"0..{len(names) - 1}"
+        allowed = (
+            f"a list of names in {list(names)} or ids {ids}" if multi_label else f"one of {list(names)} or an id {ids}"
+        )
+        return cls(label_set, id_of, allowed)
 
     @classmethod
     def _bins(cls, bins: tuple[str, ...], names: tuple[str, ...] | None) -> LabelMapping:
@@ -203,6 +246,15 @@ class LabelMapping:
             return next((i for i, (low, high) in enumerate(ranges) if low <= value <= high), None)
 
         return cls(label_set, id_of, f"a number in one of the bins {list(bins)}")
+
+
+def _multi_items(value: object) -> list[Any] | None:
+    """A multi-label cell's classes: a list (parquet list column, JSON array) or a comma-separated string."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    return None
 
 
 def validate_columns(
@@ -223,7 +275,7 @@ def validate_columns(
             f"{source}: column {text_column!r}: {len(bad_text)} of {n} rows are empty or not strings "
             f"(first at row {bad_text[0]}: {texts[bad_text[0]]!r})"
         )
-    parsed = [mapping.id_of(v) for v in labels]
+    parsed = [mapping.parse(v) for v in labels]
     bad_label = [i for i, v in enumerate(parsed) if v is None]
     if bad_label:
         examples = sorted({repr(labels[i]) for i in bad_label[:1000]})[:5]
@@ -231,7 +283,7 @@ def validate_columns(
             f"{source}: column {label_column!r}: {len(bad_label)} of {n} rows have a label that is not "
             f"{mapping.allowed}; found {', '.join(examples)}"
         )
-    return TextDataset(list(texts), [int(v) for v in parsed if v is not None], source, mapping.label_set)
+    return TextDataset(list(texts), [v for v in parsed if v is not None], source, mapping.label_set)
 
 
 @dataclass(frozen=True)

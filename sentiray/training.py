@@ -252,10 +252,19 @@ def evaluate(
     gathered = _all_gather((ids.tolist(), logits.tolist()), ctx)
     all_ids = np.concatenate([np.asarray(g[0], dtype=np.int64) for g in gathered])
     all_logits = np.concatenate([np.asarray(g[1], dtype=np.float32).reshape(-1, n_classes) for g in gathered])
-    labels = np.asarray(data.labels, dtype=np.int64)[all_ids]
-    metrics = classification_metrics(labels, all_logits, data.label_set.names)
-    metrics["loss"] = float(F.cross_entropy(torch.from_numpy(all_logits), torch.from_numpy(labels)))
+    labels = data.label_array(all_ids)
+    multi = data.label_set.multi_label
+    metrics = classification_metrics(labels, all_logits, data.label_set.names, multi_label=multi)
+    metrics["loss"] = float(per_row_loss(torch.from_numpy(all_logits), torch.from_numpy(labels), multi).mean())
     return metrics
+
+
+def per_row_loss(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Each row's loss: cross-entropy over the classes, or for multi-label the mean over the classes of
+    each one's binary cross-entropy (the mean of all is what transformers' BCEWithLogitsLoss gives)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=-1)
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def _shared_token_lengths(tokenizer: Any, data: TextDataset, cfg: TrainJobConfig, ctx: WorkerContext) -> np.ndarray:
@@ -383,7 +392,7 @@ def run_training(
                 )
                 host = {
                     **collate(encoded, pad),
-                    "labels": torch.tensor([train.labels[i] for i in row_ids]),
+                    "labels": torch.from_numpy(train.label_array(row_ids)),
                     "weights": weights,
                 }
                 prepared.append({k: v.pin_memory() for k, v in host.items()} if pin else host)
@@ -404,7 +413,7 @@ def run_training(
             no_sync = nullcontext() if sync else cast(DistributedDataParallel, ddp_model).no_sync()
             with no_sync, autocast():
                 logits = ddp_model(**batch).logits
-                per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+                per_row = per_row_loss(logits.float(), labels, train.label_set.multi_label)
                 # DDP averages gradients over ranks; x world_size / global rows makes it the exact mean.
                 loss = (per_row * weights).sum() * ctx.world_size / window_rows
             (scaler.scale(loss) if scaler else loss).backward()
