@@ -153,7 +153,8 @@ class LabelMapping:
         if items is None:
             return None
         ids = [self.id_of(v) for v in items]
-        return None if any(i is None for i in ids) else tuple(sorted(set(ids)))  # type: ignore[type-var]
+        known = [i for i in ids if i is not None]
+        return tuple(sorted(set(known))) if len(known) == len(ids) else None
 
     @classmethod
     def binary(cls) -> LabelMapping:
