@@ -126,6 +126,10 @@ class DataConfig(_Section):
         None, description="Bin a numeric label column into classes, comma-separated inclusive ranges in "
         "class order, e.g. 1-2,3-4,7-8,9-10 for IMDB's rating column (a value in no bin is an error)",
     )
+    multi_label: bool = Field(
+        False, description="Texts may carry several classes (or none): the label column holds a list of "
+        "class names or ids (or a comma-separated string of them); one sigmoid per class",
+    )
     validation_fraction: float = Field(
         0.1, gt=0.0, lt=0.5, description="Share of train carved out for validation (seeded)"
     )
@@ -163,6 +167,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _names_match_bins(self) -> DataConfig:
+        if self.multi_label and self.label_bins:
+            raise ValueError("label_bins give each text one class; they do not go with multi_label")
         if self.label_bins and self.label_names and len(self.label_bins) != len(self.label_names):
             raise ValueError(
                 f"label_names has {len(self.label_names)} names for {len(self.label_bins)} label_bins; "

@@ -34,10 +34,11 @@ _READERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "js
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Parallel lists of review texts and label ids (positions in `label_set`; binary: 0 negative, 1 positive)."""
+    """Parallel lists of review texts and labels, ids being positions in `label_set` (binary: 0 negative,
+    1 positive): an id per text, or for a multi-label set a tuple of the ids each text carries."""
 
     texts: list[str]
-    labels: list[int]
+    labels: list[Any]
     source: str
     label_set: LabelSet = BINARY
 
@@ -55,9 +56,24 @@ class TextDataset:
         )
 
     def label_counts(self) -> dict[str, int]:
+        """Texts per class (multi-label: a text counts once for each class it carries)."""
         names = self.label_set.names
-        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(names))
+        if self.label_set.multi_label:
+            counts = self.label_array().sum(axis=0).astype(np.int64)
+        else:
+            counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(names))
         return {names[i]: int(c) for i, c in enumerate(counts)}
+
+    def label_array(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """The labels of rows (default: all) as the loss takes them: int64 ids, or for a multi-label set
+        a float32 0/1 matrix of rows x classes."""
+        picked = self.labels if rows is None else [self.labels[i] for i in rows]
+        if not self.label_set.multi_label:
+            return np.asarray(picked, dtype=np.int64).reshape(len(picked))
+        out = np.zeros((len(picked), self.label_set.num_labels), dtype=np.float32)
+        for row, ids in enumerate(picked):
+            out[row, list(ids)] = 1.0
+        return out
 
 
 @dataclass(frozen=True)
@@ -132,7 +148,7 @@ def validate_columns(
             f"{source}: column {text_column!r}: {len(bad_text)} of {n} rows are empty or not strings "
             f"(first at row {bad_text[0]}: {texts[bad_text[0]]!r})"
         )
-    parsed = [mapping.id_of(v) for v in labels]
+    parsed = [mapping.parse(v) for v in labels]
     bad_label = [i for i, v in enumerate(parsed) if v is None]
     if bad_label:
         examples = sorted({repr(labels[i]) for i in bad_label[:1000]})[:5]
@@ -140,7 +156,7 @@ def validate_columns(
             f"{source}: column {label_column!r}: {len(bad_label)} of {n} rows have a label that is not "
             f"{mapping.allowed}; found {', '.join(examples)}"
         )
-    return TextDataset(list(texts), [int(v) for v in parsed if v is not None], source, mapping.label_set)
+    return TextDataset(list(texts), [v for v in parsed if v is not None], source, mapping.label_set)
 
 
 @dataclass(frozen=True)

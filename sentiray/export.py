@@ -8,7 +8,6 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from sentiray.artifact import REFERENCE_RUNTIME, RuntimeMetrics, runtime_key, write_artifact
@@ -29,7 +28,9 @@ log = logging.getLogger(__name__)
 def evaluate_predictor(predictor: Predictor, data: TextDataset) -> dict[str, Any]:
     """Test metrics through the same predictor serving uses (same tokenization, same precision)."""
     logits = predictor.logits(data.texts)
-    return classification_metrics(np.asarray(data.labels), logits, data.label_set.names)
+    return classification_metrics(
+        data.label_array(), logits, data.label_set.names, multi_label=data.label_set.multi_label
+    )
 
 
 def export_device(device: str) -> torch.device:

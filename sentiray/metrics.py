@@ -14,8 +14,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(exp / exp.sum(axis=-1, keepdims=True))
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0))))
+
+
 def classification_metrics(
-    labels: Sequence[int] | np.ndarray, logits: np.ndarray, names: Sequence[str] | None = None
+    labels: Sequence[int] | np.ndarray,
+    logits: np.ndarray,
+    names: Sequence[str] | None = None,
+    *,
+    multi_label: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, F1, precision, recall, ROC-AUC and the confusion matrix of single-label predictions.
 
@@ -41,6 +49,8 @@ def classification_metrics(
         roc_auc_score,
     )
 
+    if multi_label:
+        return _multi_label_metrics(np.asarray(labels), np.asarray(logits, dtype=np.float64), names)
     y = np.asarray(labels, dtype=np.int64)
     probs = softmax(np.asarray(logits, dtype=np.float64))
     pred = probs.argmax(axis=-1)
@@ -85,14 +95,64 @@ def classification_metrics(
     }
 
 
+def _multi_label_metrics(y: np.ndarray, logits: np.ndarray, names: Sequence[str] | None) -> dict[str, Any]:
+    """Multi-label: y is rows x classes of 0/1; a class is predicted where its sigmoid passes 0.5.
+
+    accuracy is the exact-match (subset) accuracy; f1, precision, recall macro averages over the
+    classes, f1_micro over every (text, class) decision; roc_auc the macro average of the classes whose
+    AUC is defined (the class both present and absent), None if none is. The confusion matrix is one
+    [[tn, fp], [fn, tp]] per class (`per_class`), there being no n x n one.
+    """
+    from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
+
+    y = y.astype(np.int64)
+    probs = sigmoid(logits)
+    pred = (probs >= 0.5).astype(np.int64)
+    n_classes = probs.shape[-1]
+    names = list(names) if names is not None else [str(i) for i in range(n_classes)]
+    if y.shape != probs.shape or len(names) != n_classes:
+        raise ValueError(f"multi-label metrics: labels {y.shape}, logits {probs.shape}, {len(names)} class names")
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+    aucs = [
+        float(roc_auc_score(y[:, i], probs[:, i])) if 0 < y[:, i].sum() < len(y) else None for i in range(n_classes)
+    ]
+    defined = [a for a in aucs if a is not None]
+    per_class = {}
+    for i, name in enumerate(names):
+        tp = int(((pred[:, i] == 1) & (y[:, i] == 1)).sum())
+        fp = int(((pred[:, i] == 1) & (y[:, i] == 0)).sum())
+        fn = int(((pred[:, i] == 0) & (y[:, i] == 1)).sum())
+        per_class[name] = {
+            "f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+            "roc_auc": aucs[i], "support": int(support[i]),
+            "confusion_matrix": [[len(y) - tp - fp - fn, fp], [fn, tp]],
+        }
+    return {
+        "accuracy": float((pred == y).all(axis=1).mean()) if len(y) else 0.0,
+        "f1": float(np.mean(f1)),
+        "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0)),
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "roc_auc": float(np.mean(defined)) if defined else None,
+        "n": int(len(y)),
+        "average": "macro",
+        "multi_label": True,
+        "labels": names,
+        "per_class": per_class,
+    }
+
+
 def _shown(value: Any) -> str:
     return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
 def format_metrics_table(metrics: dict[str, Any], title: str = "test metrics") -> str:
     """A small fixed-width table for logs (with per-class rows and an n x n confusion matrix past 2 classes)."""
-    rows = [(k, metrics[k]) for k in ("accuracy", "f1", "precision", "recall", "roc_auc", "n") if k in metrics]
+    keys = ("accuracy", "f1", "f1_micro", "precision", "recall", "roc_auc", "n")
+    rows = [(k, metrics[k]) for k in keys if k in metrics]
     lines = [f"{title}", "-" * 28]
+    if metrics.get("multi_label"):
+        lines[1:1] = ["(multi-label: accuracy is exact match; a class is predicted at sigmoid >= 0.5)"]
     if metrics.get("average") == "macro":
         lines[1:1] = ["(f1, precision, recall, roc_auc: macro averages over the classes)"]
     for key, value in rows:

@@ -44,6 +44,7 @@ def render_plots(
         ax.grid(alpha=0.3)
         files[rel] = _figure_bytes(fig)
         plt.close(fig)
+    # Multi-label metrics have no n x n matrix (each class has its own 2 x 2, in the card's table).
     if test_metrics and "confusion_matrix" in test_metrics:
         matrix = test_metrics["confusion_matrix"]
         # Past a few classes the cells and tick names need room: the figure grows with the class count.
@@ -132,7 +133,11 @@ def model_card(
         f"A binary sentiment classifier ({shown_names})"
         if binary
         else f"A {labels.num_labels}-class text classifier ({shown_names})"
+        if not labels.multi_label
+        else f"A multi-label text classifier over {labels.num_labels} classes ({shown_names}; a text may carry "
+        "several or none)"
     )
+    scores = "sigmoid probabilities, each class on its own" if labels.multi_label else "softmax probabilities"
     no_class = "there is no neutral class" if binary else "only the classes above exist"
     example = (
         '[{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 0.01}]'
@@ -168,7 +173,7 @@ def model_card(
 ## Intended use
 
 Classifying the sentiment of English movie reviews and similar opinionated text, as a component of a
-larger system that tolerates errors. Scores are softmax probabilities from the classifier.
+larger system that tolerates errors. Scores are {scores} from the classifier.
 
 ## Limitations
 

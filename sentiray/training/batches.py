@@ -127,7 +127,7 @@ class StepBatches:
 
     def labels(self, row_ids: np.ndarray) -> torch.Tensor:
         """The target tensor of a micro-batch's rows."""
-        return torch.tensor([self.data.labels[i] for i in row_ids])
+        return torch.from_numpy(self.data.label_array(row_ids))
 
     def prepare(self, opt_step: int) -> PreparedStep:
         shares = list(self.rows(opt_step))

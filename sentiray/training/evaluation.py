@@ -20,15 +20,21 @@ from sentiray.text import collate, encode
 from sentiray.training.context import WorkerContext, all_gather
 
 
-def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The training loss of each row (the loop weights and sums them)."""
+def row_losses(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """The training loss of each row (the loop weights and sums them): cross-entropy over the classes, or
+    for multi-label the mean over the classes of each one's binary cross-entropy (the mean of all rows is
+    what transformers' BCEWithLogitsLoss gives)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=-1)
     return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
-def validation_metrics(labels: np.ndarray, logits: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
+def validation_metrics(
+    labels: np.ndarray, logits: np.ndarray, label_names: Sequence[str], multi_label: bool = False
+) -> dict[str, Any]:
     """Classification metrics and the mean loss over the whole validation split."""
-    metrics = classification_metrics(labels, logits, label_names)
-    metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    metrics = classification_metrics(labels, logits, label_names, multi_label=multi_label)
+    metrics["loss"] = float(row_losses(torch.from_numpy(logits), torch.from_numpy(labels), multi_label).mean())
     return metrics
 
 
@@ -62,5 +68,5 @@ def evaluate(
     gathered = all_gather((ids.tolist(), logits.tolist()), ctx)
     all_ids = np.concatenate([np.asarray(g[0], dtype=np.int64) for g in gathered])
     all_logits = np.concatenate([np.asarray(g[1], dtype=np.float32).reshape(-1, n_outputs) for g in gathered])
-    labels = np.asarray(data.labels, dtype=np.int64)[all_ids]
-    return validation_metrics(labels, all_logits, data.label_set.names)
+    labels = data.label_array(all_ids)
+    return validation_metrics(labels, all_logits, data.label_set.names, data.label_set.multi_label)

@@ -178,7 +178,9 @@ class Trainer:
             sync = a == last or not isinstance(self.ddp_model, DistributedDataParallel)
             no_sync = nullcontext() if sync else cast(DistributedDataParallel, self.ddp_model).no_sync()
             with no_sync, self.autocast():
-                per_row = evaluation.row_losses(self.ddp_model(**batch).logits, labels)
+                per_row = evaluation.row_losses(
+                    self.ddp_model(**batch).logits, labels, self.train_data.label_set.multi_label
+                )
                 # DDP averages gradients over ranks; x world_size / global rows makes it the exact mean.
                 loss = (per_row * weights).sum() * ctx.world_size / prepared.rows
             (self.scaler.scale(loss) if self.scaler else loss).backward()
