@@ -84,6 +84,9 @@ def run_mode(mode: str, artifact: Path, down_s: float, wait_s: float) -> dict[st
     root = tempfile.mkdtemp(prefix="mnhead", dir="/tmp")
     Path(root, "home").mkdir()
     worker_env = {"RAY_gcs_rpc_server_reconnect_timeout_s": "600"} if redis else {}
+    # A raylet waits 30 s for its dashboard agent by default and crashes after (seen three times in a row
+    # at a load average of 40 on 2 cores); this machine is shared, a pod has its own CPUs.
+    worker_env["RAY_agent_register_timeout_ms"] = "120000"
     head_env = (
         {"RAY_REDIS_ADDRESS": redis.address, "RAY_external_storage_namespace": "sentiray-bench"} if redis else {}
     )

@@ -50,8 +50,27 @@ class Node:
         self.killed_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        self.kill_workers()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+
+    def kill_workers(self) -> int:
+        """SIGKILL the node's worker processes (tasks, actors, replicas); how many there were.
+
+        Ray starts each worker in a process group of its own, so the node's group does not hold them: they
+        would outlive the raylet for a moment (a training worker finished a checkpoint after its head was
+        killed, seen here) where a pod eviction stops them at once. They are found by the node's temp dir,
+        which every worker's command line names (its raylet socket), so no other cluster's are touched.
+        """
+        import psutil
+
+        killed = 0
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if any(self.temp_dir in arg for arg in proc.info["cmdline"] or ()):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed += 1
+        return killed
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -101,22 +120,32 @@ class MultiNodeCluster:
         """Start the head. `gcs_port` reuses a GCS address (a head restarted in place, as a recreated head
         pod keeps its Service); `head_env` adds to the head's environment only (KubeRay's GCS fault
         tolerance sets its Redis variables on the head container alone)."""
-        gcs_port, dash_port = gcs_port or free_port(), free_port()
-        head = self._spawn(name, [
-            "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
-        ], env={**self.env, **(head_env or {})})
-        self.head = head
-        self.address = f"127.0.0.1:{gcs_port}"
-        self.dashboard_url = f"http://127.0.0.1:{dash_port}"
-        self.env = {**self.env, "RAY_ADDRESS": self.address}
-        try:
-            wait_for_dashboard(self.dashboard_url, head.process, Path(head.temp_dir, "node.log"), timeout_s)
-        except RuntimeError:
-            self.stop()
-            raise
-        head.node_id = self.wait_for_node(name, timeout_s)
-        return head
+        gcs_port = gcs_port or free_port()
+        for attempt in (1, 2, 3):
+            dash_port = free_port()
+            head = self._spawn(name, [
+                "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
+            ], env={**self.env, **(head_env or {})})
+            self.head = head
+            self.address = f"127.0.0.1:{gcs_port}"
+            self.dashboard_url = f"http://127.0.0.1:{dash_port}"
+            self.env = {**self.env, "RAY_ADDRESS": self.address}
+            try:
+                wait_for_dashboard(self.dashboard_url, head.process, Path(head.temp_dir, "node.log"), timeout_s)
+                head.node_id = self.wait_for_node(name, timeout_s)
+                return head
+            except RuntimeError:
+                # The head's own raylet has the same fixed 30 s to register with its GCS as any node's
+                # (see add_node); at a load average of 80 on 2 cores that ran out. Two more tries.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(head.process.pid, signal.SIGKILL)
+                head.kill_workers()
+                head.process.wait(timeout=10)
+                if attempt == 3:
+                    self.stop()
+                    raise
+        raise AssertionError("unreachable")
 
     def add_node(
         self, name: str, num_cpus: float = 1, resources: dict[str, float] | None = None, timeout_s: float = 120
@@ -211,6 +240,7 @@ class MultiNodeCluster:
         for node in self.nodes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.process.pid, signal.SIGKILL)
+            node.kill_workers()
         for node in self.nodes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=10)
