@@ -11,7 +11,7 @@ with the first examples, and exits 1 with `--fail-on-bad-rows`. The same entrypo
 (local Ray), under `ray job submit`, and as a KubeRay RayJob (k8s/score/); `sentiray score` runs it too.
 
 This module is the driver (read, size the actor pool, write, summarize). The options are
-`sentiray.config.ScoreConfig`, the actor is `ray_jobs.score_actor`, the order-keeping writer
+`sentiray.score_config.ScoreConfig`, the actor is `ray_jobs.score_actor`, the order-keeping writer
 `ray_jobs.score_writer`.
 """
 
@@ -30,10 +30,10 @@ from ray_jobs._cluster import init_ray
 from ray_jobs.score_actor import Scorer
 from ray_jobs.score_writer import write_output
 from sentiray import storage
-from sentiray.config import InputFormat, ScoreConfig, add_score_arguments
 from sentiray.entrypoint import run_entrypoint
 from sentiray.errors import ConfigError, DataError, SentirayError
 from sentiray.labels import LabelSet
+from sentiray.score_config import InputFormat, ScoreConfig, add_score_arguments
 from sentiray.scored import ERROR_COLUMN, ScoredSchema
 
 RESULT_PREFIX = "SENTIRAY_SCORE_RESULT "

@@ -70,7 +70,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from sentiray.artifact import ArtifactManifest, fetch_artifact, verify_artifact, write_artifact
-    from sentiray.config import Precision, TrainJobConfig, Truncation, build_config
+    from sentiray.config import TrainJobConfig, Truncation, build_config
     from sentiray.data import DatasetSplits, TextDataset, load_splits
     from sentiray.errors import (
         ArtifactError,
@@ -82,4 +82,5 @@ if TYPE_CHECKING:
         SentirayError,
     )
     from sentiray.labels import ID2LABEL, LABEL2ID, Label
+    from sentiray.numerics import Precision
     from sentiray.predictor import Predictor

@@ -1,10 +1,13 @@
 """Typed configuration of a training job, built from a preset, a YAML file and CLI flags (in that order),
-and of a batch scoring job (`ScoreConfig`, from CLI flags).
+and the one pydantic-to-argparse generator (`add_model_arguments`) that the training, scoring
+(`sentiray.score_config`) and serving flags are made by.
 
-Every option lives in exactly one pydantic model below; the CLI flags (`add_model_arguments`, the one
-pydantic-to-argparse generator), their `--help` text and the YAML keys are all generated from these
-fields, so there is one place to add or document an option. The file is longer than most (~480 lines)
-for that reason: every option model sits beside the one generator that turns it into flags.
+Over 350 lines because the training job's four option sections (data, model, optim, run), their
+cross-field rules, the presets and the generator are one schema: every option lives in exactly one
+pydantic model here, and its flag, `--help` text and YAML key are generated from that field, so there
+is one place to add or document an option. Precision and the inference runtime are in
+`sentiray.numerics`, label-bin parsing in `sentiray.labels`, the scoring options in
+`sentiray.score_config`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import itertools
 import json
-import re
 import types
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentiray.errors import ConfigError
+from sentiray.labels import parse_bins
+from sentiray.numerics import Precision
 
 
 class Truncation(StrEnum):
@@ -33,66 +36,12 @@ class Truncation(StrEnum):
     HEAD_TAIL = "head_tail"  # keep the first quarter and the last three quarters (Sun et al., 2019)
 
 
-class Precision(StrEnum):
-    """Numeric precision of training or inference."""
-
-    AUTO = "auto"  # bf16 where the hardware has it (CUDA sm80+, CPUs with AVX512-BF16/AMX), else fp32
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-
-class Runtime(StrEnum):
-    """The engine of inference forward passes (sentiray.runtime)."""
-
-    AUTO = "auto"  # onnx-int8 on CPUs without fast bf16 (when onnxruntime is installed), else torch
-    TORCH = "torch"  # PyTorch in the resolved precision (fp32, bf16, fp16)
-    ONNX = "onnx"  # ONNX Runtime, fp32 (CPU)
-    ONNX_INT8 = "onnx-int8"  # ONNX Runtime, int8 dynamic quantization of the linear layers (CPU)
-
-
-def runtime_conflict(runtime: Runtime, precision: Precision, device: str | None) -> str | None:
-    """Why a runtime cannot run with a precision on a device ("cpu", "cuda", None: not known yet), or None."""
-    if runtime in (Runtime.AUTO, Runtime.TORCH):
-        return None
-    if device is not None and device != "cpu":
-        return f"runtime {runtime.value} runs on CPU only; use runtime torch (or auto) on {device}"
-    if precision not in (Precision.AUTO, Precision.FP32):
-        computes = "int8" if runtime == Runtime.ONNX_INT8 else "fp32"
-        return f"runtime {runtime.value} computes in {computes}; precision {precision.value} needs runtime torch"
-    return None
-
-
 class Scheduler(StrEnum):
     """Learning-rate schedule after warmup."""
 
     LINEAR = "linear"
     COSINE = "cosine"
     CONSTANT = "constant"
-
-
-_BIN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-\s*(-?\d+(?:\.\d+)?)\s*)?$")
-
-
-def parse_bins(bins: tuple[str, ...] | list[str]) -> list[tuple[float, float]]:
-    """`("1-2", "3-4", "10")` -> [(1, 2), (3, 4), (10, 10)]: inclusive ranges, none overlapping."""
-    if len(bins) < 2:
-        raise ValueError(f"at least 2 label bins are needed, got {list(bins)}")
-    ranges = []
-    for spec in bins:
-        match = _BIN.match(spec)
-        if match is None:
-            raise ValueError(f"label bin {spec!r} is not LOW-HIGH or a single number (e.g. 1-2,3-4)")
-        low = float(match.group(1))
-        high = float(match.group(2)) if match.group(2) is not None else low
-        if high < low:
-            raise ValueError(f"label bin {spec!r} ends below its start")
-        ranges.append((low, high))
-    ordered = sorted(ranges)
-    for (_, a_high), (b_low, _) in itertools.pairwise(ordered):
-        if b_low <= a_high:
-            raise ValueError(f"label bins overlap: {list(bins)}")
-    return ranges
 
 
 class _Section(BaseModel):
@@ -468,91 +417,3 @@ def config_from_namespace(args: argparse.Namespace) -> TrainJobConfig:
     values = vars(args)
     overrides = {k: v for k, v in values.items() if k in FIELD_SECTION}
     return build_config(values.get("preset", "default"), values.get("config"), overrides)
-
-
-# --- the batch scoring job -----------------------------------------------------------------------------
-
-
-class InputFormat(StrEnum):
-    """How the scoring job reads its input files."""
-
-    AUTO = "auto"  # from the file extensions (.parquet, .csv, .jsonl/.json)
-    PARQUET = "parquet"
-    CSV = "csv"
-    JSONL = "jsonl"
-
-
-class ScoreConfig(BaseModel):
-    """The options of a batch scoring job (`sentiray score`, `python -m ray_jobs.score`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-    model: str = Field(..., min_length=1, description="Artifact folder, URI (s3://...) or Hub id")
-    input: str = Field(
-        ..., min_length=1, description="File, folder or glob of parquet/csv/jsonl; local or URI"
-    )
-    output: str = Field(..., min_length=1, description="Folder or URI the parquet files are written to")
-    format: InputFormat = Field(InputFormat.AUTO, description="Input format (auto: from the file extensions)")
-    text_column: str = Field("text", min_length=1, description="Column holding the reviews")
-    batch_size: int = Field(64, ge=1, le=4096, description="Rows per batch and forward pass")
-    use_gpu: bool = Field(False, description="One GPU per actor")
-    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs (and torch threads) per actor")
-    min_actors: int = Field(1, ge=1, description="Smallest actor pool")
-    max_actors: int | None = Field(
-        None, ge=1, description="Largest actor pool (default: as many as the cluster's CPUs or GPUs allow)"
-    )
-    precision: Precision = Field(
-        Precision.AUTO, description="auto (bf16 where the hardware runs it fast), fp32, bf16, fp16 (GPU)"
-    )
-    runtime: Runtime = Field(
-        Runtime.AUTO,
-        description="Forward-pass engine: auto (onnx-int8 on CPUs without fast bf16, else torch), torch, "
-        "onnx, onnx-int8",
-    )
-    truncate: bool = Field(
-        True,
-        description="Cut reviews longer than the model's max_length (--no-truncate: mark them as bad rows)",
-    )
-    overwrite: bool = Field(False, description="Replace what is at --output")
-    preserve_order: bool = Field(
-        False,
-        description="Write rows in input order: input files in path order, rows in file order; read the "
-        "output files in name order. Slower: finished batches wait for earlier ones, and each output file "
-        "is written on one thread",
-    )
-    fail_on_bad_rows: bool = Field(
-        False, description="Exit 1 if any row could not be scored (the output is still written)"
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ScoreConfig:
-        from sentiray import storage
-
-        if self.max_actors is not None and self.max_actors < self.min_actors:
-            raise ValueError(f"max_actors: {self.max_actors} is smaller than min_actors ({self.min_actors})")
-        if self.precision == Precision.FP16 and not self.use_gpu:
-            raise ValueError("precision: fp16 is for GPUs; allowed on CPU: auto, fp32, bf16")
-        problem = runtime_conflict(self.runtime, self.precision, "cuda" if self.use_gpu else "cpu")
-        if problem:
-            raise ValueError(f"runtime: {problem}")
-        if storage.normalize_location(self.input) == storage.normalize_location(self.output):
-            raise ValueError(f"output: {self.output!r} is the input; write the scores somewhere else")
-        return self
-
-    @classmethod
-    def build(cls, **values: Any) -> ScoreConfig:
-        """Validated here; a bad value raises ConfigError naming the field and what is allowed."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ScoreConfig:
-        """From flags made by `add_score_arguments` (the ones the user set; the rest take their default)."""
-        return cls.build(**{k: v for k, v in vars(args).items() if k in cls.model_fields})
-
-
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    """The scoring job's flags, one per ScoreConfig field."""
-    add_model_arguments(parser, ScoreConfig)

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from sentiray.artifact import REFERENCE_RUNTIME, RuntimeMetrics, runtime_key, write_artifact
-from sentiray.config import Precision, Runtime, TrainJobConfig
+from sentiray.config import TrainJobConfig
 from sentiray.data import TextDataset
 from sentiray.errors import ModelLoadError
 from sentiray.labels import LabelSet
 from sentiray.metrics import classification_metrics
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
+from sentiray.numerics import Precision, Runtime
 from sentiray.predictor import Predictor
 from sentiray.report import model_card, render_plots
 from sentiray.runtime import resolve_runtime

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from sentiray.config import DataConfig, parse_bins
+from sentiray.config import DataConfig
 from sentiray.errors import ConfigError, DataError
-from sentiray.labels import BINARY, LabelSet, parse_label
+from sentiray.labels import BINARY, LabelSet, parse_bins, parse_label
 
 
 def _integer(value: object) -> int | None:

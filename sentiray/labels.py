@@ -9,6 +9,8 @@ is the one reader. Binary IMDB sentiment (`BINARY`) stays the default everywhere
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -126,3 +128,27 @@ def parse_label(value: object) -> int | None:
     if isinstance(value, str):
         return _LABEL_ALIASES.get(value.strip().lower())
     return None
+
+
+_BIN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-\s*(-?\d+(?:\.\d+)?)\s*)?$")
+
+
+def parse_bins(bins: tuple[str, ...] | list[str]) -> list[tuple[float, float]]:
+    """`("1-2", "3-4", "10")` -> [(1, 2), (3, 4), (10, 10)]: inclusive ranges, none overlapping."""
+    if len(bins) < 2:
+        raise ValueError(f"at least 2 label bins are needed, got {list(bins)}")
+    ranges = []
+    for spec in bins:
+        match = _BIN.match(spec)
+        if match is None:
+            raise ValueError(f"label bin {spec!r} is not LOW-HIGH or a single number (e.g. 1-2,3-4)")
+        low = float(match.group(1))
+        high = float(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise ValueError(f"label bin {spec!r} ends below its start")
+        ranges.append((low, high))
+    ordered = sorted(ranges)
+    for (_, a_high), (b_low, _) in itertools.pairwise(ordered):
+        if b_low <= a_high:
+            raise ValueError(f"label bins overlap: {list(bins)}")
+    return ranges

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from sentiray.config import Precision
 from sentiray.errors import ConfigError, ModelLoadError
 from sentiray.labels import BINARY, LabelSet
+from sentiray.numerics import Precision
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 

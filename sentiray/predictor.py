@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from sentiray.artifact import ArtifactManifest, fetch_artifact
-from sentiray.config import Precision, Runtime, Truncation
+from sentiray.config import Truncation
 from sentiray.labels import BINARY, LabelSet
 from sentiray.metrics import softmax
 from sentiray.model import load_model, load_tokenizer, resolve_device, resolve_precision
+from sentiray.numerics import Precision, Runtime
 from sentiray.runtime import OnnxRunner, TorchRunner, resolve_runtime
 from sentiray.text import collate, encode
 

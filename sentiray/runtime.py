@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentiray.config import Precision, Runtime, runtime_conflict
 from sentiray.errors import ModelLoadError
 from sentiray.model import cpu_has_fast_bf16
+from sentiray.numerics import Precision, Runtime, runtime_conflict
 
 log = logging.getLogger(__name__)
 

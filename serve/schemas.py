@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from sentiray.config import Precision, Runtime, runtime_conflict
+from sentiray.numerics import Precision, Runtime, runtime_conflict
 
 
 class Device(StrEnum):

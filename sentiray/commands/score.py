@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sentiray.config import add_score_arguments
+from sentiray.score_config import add_score_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     from ray_jobs.score import score
-    from sentiray.config import ScoreConfig
+    from sentiray.score_config import ScoreConfig
 
     score(ScoreConfig.from_args(args))
     return 0

@@ -1,6 +1,11 @@
 """`sentiray serve ARTIFACT`: start local Ray + Serve, deploy the sentiray app from the packaged Serve
 config (serve/config.yaml, the file `serve deploy` and the RayService use), print its URL, and stop
-cleanly on SIGTERM or Ctrl-C."""
+cleanly on SIGTERM or Ctrl-C.
+
+Over 350 lines because it owns the whole local lifecycle in one place: the machine-filling replica
+layout, the local Ray with its owner-only token file, the deploy from the packaged config, and the
+signal handling that drains requests and stops Serve and Ray.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Every API failure is turned into a KubeError that says what to check: no cluster (nothing configured
 or nothing answering), no KubeRay CRDs (the ray.io/v1 group is not served) or no permission (403).
+
+Over 350 lines because each cluster operation keeps its API calls and the translation of their
+failures side by side (create, follow with a watch that resumes after a 410, logs, result, status).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sentiray.config import Precision, Runtime
 from sentiray.model import cpu_has_fast_bf16
+from sentiray.numerics import Precision, Runtime
 from serve.app import METRIC_NAMES, SentimentModel, build_app
 from serve.schemas import AppArgs
 from tests.integration.conftest import (

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sentiray.config import Precision, Runtime
+from sentiray.numerics import Precision, Runtime
 from serve.app import build_app
 from serve.schemas import AppArgs
 from tests.integration.conftest import ServeInstance, wait_healthy

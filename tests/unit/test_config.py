@@ -13,7 +13,6 @@ from sentiray.config import (
     FIELD_SECTION,
     PRESETS,
     SECTIONS,
-    Precision,
     Truncation,
     add_config_arguments,
     build_config,
@@ -21,6 +20,7 @@ from sentiray.config import (
     load_yaml_config,
 )
 from sentiray.errors import ConfigError
+from sentiray.numerics import Precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from sentiray.artifact import REFERENCE_RUNTIME, runtime_key, serving_metrics, verify_artifact
-from sentiray.config import Precision, Runtime, TrainJobConfig, build_config
+from sentiray.config import TrainJobConfig, build_config
 from sentiray.data import TextDataset, load_splits
 from sentiray.export import export_checkpoint
 from sentiray.metrics import classification_metrics
 from sentiray.model import resolve_precision
+from sentiray.numerics import Precision, Runtime
 from sentiray.predictor import Predictor
 from sentiray.runtime import resolve_runtime
 from sentiray.training import STATE_FILE

@@ -28,14 +28,7 @@ SKIPPED_DIRS = {"tests", "build", "dist", "runs", "artifacts", "node_modules", "
 # Every one below was being split or reshaped by a branch of issue 16 when this list was written; the
 # lead finalises it at merge: a file back within LIMIT makes its entry stale (test_no_stale_entries
 # fails), so delete the entry; a file still over it gets its reason in its own docstring, or here.
-ALLOWED: dict[str, str] = {
-    "ray_jobs/score.py": "issue 16: splits into its config, the scoring actor and the ordered writer (another branch)",
-    "sentiray/config.py": "issue 16: one pydantic-to-argparse generator, Precision/Runtime move out (another branch)",
-    "sentiray/artifact.py": "issue 16: fetch_artifact resolves Hub ids in one place (another branch)",
-    "sentiray/commands/serve.py": "issue 16: one bearer-token reader and entry-point error handling (another branch)",
-    "sentiray/kube/ops.py": "issue 16: the 410 check without message matching (another branch)",
-    "sentiray/ui/endpoint.py": "issue 16: errors carry their fields, no regex over messages (another branch)",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _python_files_outside_tests(root: Path) -> list[Path]:

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from sentiray.artifact import write_artifact
-from sentiray.config import Precision
 from sentiray.errors import ConfigError, ModelLoadError
 from sentiray.labels import ID2LABEL, LABEL2ID
 from sentiray.model import (
@@ -21,6 +20,7 @@ from sentiray.model import (
     resolve_device,
     resolve_precision,
 )
+from sentiray.numerics import Precision
 from sentiray.predictor import Predictor
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sentiray.config import Precision, Runtime
 from sentiray.errors import ModelLoadError
 from sentiray.model import cpu_has_fast_bf16, load_model
+from sentiray.numerics import Precision, Runtime
 from sentiray.predictor import Predictor
 from sentiray.runtime import OnnxRunner, TorchRunner, resolve_runtime
 from sentiray.text import collate
