@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import types
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -370,15 +371,22 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_model_arguments(group: Any, model: type[BaseModel]) -> None:
+def add_model_arguments(
+    group: Any,
+    model: type[BaseModel],
+    fields: Sequence[str] | None = None,
+    defaults_shown: Mapping[str, str] | None = None,
+) -> None:
     """One flag per field of a pydantic model (`--field-name`), its help from the field's description.
 
     The one generator of the training, scoring and serving flags. Unset flags stay out of the
     namespace (argparse.SUPPRESS), so they never override a preset, a YAML file or a Serve config with
     a default; the model applies its own defaults when built. A field without a default is a required
-    flag.
+    flag. fields: only these (default: all); defaults_shown: what the help says for a field's default
+    where it is not the model's (e.g. "the config's" for options a Serve config file sets).
     """
-    for name, field in model.model_fields.items():
+    for name in fields or model.model_fields:
+        field = model.model_fields[name]
         flag = "--" + name.replace("_", "-")
         kind = _scalar_type(field.annotation)
         if get_origin(kind) in (list, tuple):
@@ -387,6 +395,8 @@ def add_model_arguments(group: Any, model: type[BaseModel]) -> None:
         if field.is_required():
             kwargs["required"] = True
             kwargs["help"] = f"{field.description} (required)"
+        elif defaults_shown and name in defaults_shown:
+            kwargs["help"] = f"{field.description} (default: {defaults_shown[name]})"
         elif "(default:" in (field.description or ""):  # the description says what unset means
             kwargs["help"] = field.description
         else:

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import threading
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -93,26 +92,12 @@ def register(subparsers: Any) -> None:
         help="Return after deploying (the app lives as long as the Ray cluster)",
     )
     group = p.add_argument_group("application options (serve.app:app_builder args)")
+    from sentiray.config import add_model_arguments
     from serve.schemas import AppArgs
 
-    for name in _FLAGS:
-        field = AppArgs.model_fields[name]
-        default = field.default.value if isinstance(field.default, StrEnum) else field.default
-        kind = field.annotation
-        kwargs: dict[str, Any] = {
-            "dest": name,
-            "default": argparse.SUPPRESS,
-            "help": f"{field.description} (default: {default})",
-        }
-        if name in _AUTOSCALING_FLAGS:
-            kwargs["help"] = f"{field.description} of the model deployment (default: the config's)"
-        if isinstance(field.default, StrEnum):
-            kwargs["choices"] = [m.value for m in type(field.default)]
-        elif kind in (int, int | None):
-            kwargs["type"] = int
-        elif kind in (float, float | None):
-            kwargs["type"] = float
-        group.add_argument("--" + name.replace("_", "-"), **kwargs)
+    # The packaged Serve config sets the autoscaling options of the model deployment.
+    config_set = dict.fromkeys(_AUTOSCALING_FLAGS, "the config's")
+    add_model_arguments(group, AppArgs, fields=_FLAGS, defaults_shown=config_set)
     p.set_defaults(handler=run)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.object_storage import moto_server
 from tests.ray_cluster import free_port
 
 
@@ -228,3 +229,10 @@ def register_test_models() -> None:
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server for the test module (tests/object_storage.py)."""
+    with moto_server() as endpoint:
+        yield endpoint

@@ -18,16 +18,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ray_jobs.train import RUN_STATE_FILE
-from tests.integration.test_train_job import MOTO_CREDENTIALS, REPO, job_args, parse_result
+from tests.integration.test_train_job import REPO, job_args, parse_result
 from tests.multinode_cluster import start_cluster
-from tests.ray_cluster import free_port
+from tests.object_storage import MOTO_CREDENTIALS, bucket_client, registered_steps
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -35,34 +34,8 @@ BUCKET = "sentiray-head"
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def s3(moto_endpoint: str) -> Any:
-    import boto3
-
-    client = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    return client
-
-
-def _registered_steps(s3: Any, name: str) -> list[int]:
-    try:
-        body = s3.get_object(Bucket=BUCKET, Key=f"runs/{name}/checkpoint_manager_snapshot.json")["Body"].read()
-    except Exception:  # not written yet
-        return []
-    return sorted(r["metrics"]["step"] for r in json.loads(body).get("checkpoint_results", []))
+    return bucket_client(moto_endpoint, BUCKET)
 
 
 def test_rayjob_retried_after_head_loss_resumes_from_checkpoint(
@@ -83,7 +56,7 @@ def test_rayjob_retried_after_head_loss_resumes_from_checkpoint(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 300
-        while not _registered_steps(s3, name):
+        while not registered_steps(s3, BUCKET, name):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no checkpoint was registered"
             time.sleep(0.2)
@@ -91,7 +64,7 @@ def test_rayjob_retried_after_head_loss_resumes_from_checkpoint(
         first.head.kill()  # the head pod dies: GCS, raylet, the training worker
         proc.kill()  # and the driver, which runs in the head pod
         proc.communicate(timeout=30)
-        at_kill = _registered_steps(s3, name)
+        at_kill = registered_steps(s3, BUCKET, name)
     finally:
         first.stop()  # KubeRay retries on a new RayCluster; nothing of the old one is left
     state = json.loads(s3.get_object(Bucket=BUCKET, Key=f"runs/{name}/{RUN_STATE_FILE}")["Body"].read())

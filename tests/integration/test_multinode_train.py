@@ -10,7 +10,6 @@ whole process group (`tests/multinode_cluster.py`), as an eviction or a reclaime
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -20,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from ray_jobs.train import RUN_STATE_FILE
 from sentiray.artifact import fetch_artifact
-from tests.integration.test_train_job import MOTO_CREDENTIALS, REPO, held_out_accuracy, job_args, parse_result
+from tests.integration.test_train_job import REPO, held_out_accuracy, job_args, parse_result
 from tests.multinode_cluster import MultiNodeCluster, start_cluster
-from tests.ray_cluster import free_port
+from tests.object_storage import MOTO_CREDENTIALS, bucket_client, registered_steps, run_state
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -37,30 +35,17 @@ TRAIN_WORKER = "RayTrainWorker"
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as mp:  # this process reads the artifacts back from the bucket
-        for key, value in {**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+def s3_env(moto_endpoint: str) -> Iterator[str]:
+    """The server's endpoint and credentials in this process's environment: it reads the artifacts back."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
             mp.setenv(key, value)
-        yield endpoint
-    server.stop()
+        yield moto_endpoint
 
 
 @pytest.fixture(scope="module")
-def s3(moto_endpoint: str) -> Any:
-    import boto3
-
-    client = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    return client
+def s3(s3_env: str) -> Any:
+    return bucket_client(s3_env, BUCKET)
 
 
 @pytest.fixture(scope="module")
@@ -89,23 +74,6 @@ def _start(cluster: MultiNodeCluster, args: list[str]) -> subprocess.Popen[str]:
         [sys.executable, "-m", "ray_jobs.train", *args], env=cluster.env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def _registered_steps(s3: Any, name: str) -> list[int]:
-    """Steps of the checkpoints Ray Train has registered (its snapshot, in the bucket)."""
-    try:
-        body = s3.get_object(Bucket=BUCKET, Key=f"runs/{name}/checkpoint_manager_snapshot.json")["Body"].read()
-        snapshot = json.loads(body)
-    except Exception:  # not written yet, or being replaced
-        return []
-    return sorted(r["metrics"]["step"] for r in snapshot.get("checkpoint_results", []))
-
-
-def _run_state(s3: Any, name: str) -> dict[str, Any]:
-    state: dict[str, Any] = json.loads(
-        s3.get_object(Bucket=BUCKET, Key=f"runs/{name}/{RUN_STATE_FILE}")["Body"].read()
-    )
-    return state
 
 
 def _finish(proc: subprocess.Popen[str], cluster: MultiNodeCluster, seen: list[str]) -> tuple[str, str]:
@@ -138,7 +106,7 @@ def test_training_across_two_worker_nodes_survives_losing_one(
     proc = _start(cluster, _args(tiny_model_dir, synthetic_data_dir, name))
     try:
         deadline = time.monotonic() + 300
-        while not (registered := _registered_steps(s3, name)):
+        while not (registered := registered_steps(s3, BUCKET, name)):
             assert proc.poll() is None, "the job ended before a checkpoint was registered"
             assert time.monotonic() < deadline, "no checkpoint was registered"
             time.sleep(0.2)
@@ -146,7 +114,7 @@ def test_training_across_two_worker_nodes_survives_losing_one(
         # Both workers run, each on its own worker node, none on the head (it has no CPUs).
         assert sorted(hosts) == ["w1", "w2"], hosts
         cluster.nodes["w1"].kill()
-        at_kill = _registered_steps(s3, name)
+        at_kill = registered_steps(s3, BUCKET, name)
         detected_s = cluster.wait_for_dead("w1")
         # A replacement node joins, as KubeRay recreates an evicted worker pod. Until it is up the restart
         # waits for room (Ray Train's worker-group start waits up to 60 s, and retries after that).
@@ -177,7 +145,7 @@ def test_training_across_two_worker_nodes_survives_losing_one(
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert any(k.startswith(f"runs/{name}/checkpoint_") for k in keys)
     assert result["artifact"] == f"s3://{BUCKET}/models/{name}"
-    state = _run_state(s3, name)
+    state = run_state(s3, BUCKET, name)
     assert state["status"] == "succeeded"
     assert state["attempt_start_steps"] == starts
     # The artifact loads and scores as an uninterrupted run's does (test_train_job's bar).

@@ -23,27 +23,12 @@ from sentiray.artifact import verify_artifact
 from sentiray.errors import ArtifactError
 from sentiray.predictor import Predictor
 from sentiray.runs import RESULT_PREFIX, RUN_STATE_FILE
-from tests.ray_cluster import RayHead, free_port, start_head
+from tests.object_storage import MOTO_CREDENTIALS
+from tests.ray_cluster import RayHead, start_head
 
 pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parents[2]
-MOTO_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-from fastapi import Request  # at module level: FastAPI resolves the route's annotations from here
 from streamlit.testing.v1 import AppTest
 
 from sentiray.labels import BINARY, LabelSet
@@ -196,58 +194,23 @@ def test_client_chunks_and_attributes_refusals_to_rows(endpoint: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def three_label_endpoint(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real HTTP endpoint in the served API's shapes (/health, /info, TEI /predict, 4xx error bodies)
-    for a three-label artifact, answered by sentiray's Predictor of that artifact.
+def three_label_endpoint(
+    endpoint: str, serve_instance: ServeInstance, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The serving app with a three-label artifact, deployed beside `endpoint`'s on the same Serve under
+    its own route prefix (no token, 3 texts per request at most)."""
+    from ray import serve
 
-    The Serve app's answers still name the binary labels (serve/ builds them, outside this change); once
-    it reports the model's own, this fixture can deploy it instead, like `endpoint` above.
-    """
-    import threading
-
-    import uvicorn
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-
-    from sentiray.errors import InputError
-    from sentiray.predictor import Predictor
+    from serve.app import build_app
+    from serve.schemas import AppArgs
 
     artifact = write_label_set_artifact(tmp_path_factory.mktemp("three-labels") / "artifact", tiny_model_dir)
-    predictor = Predictor.from_artifact(artifact, device="cpu", runtime="torch")
-    assert predictor.manifest is not None
-    app = FastAPI()
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/info")
-    def info() -> dict[str, object]:
-        return {
-            "model_name": "three-labels", "base_model": "tiny-bert", "labels": predictor.labels.id2label,
-            "max_length": predictor.max_length, "truncation": predictor.truncation.value, "max_inputs": 3,
-            "test_metrics": {"accuracy": 0.5, "f1_macro": 0.4},
-        }  # fmt: skip
-
-    @app.post("/predict")
-    async def predict(request: Request) -> object:
-        body = await request.json()
-        try:
-            return predictor.predict(body["inputs"], truncate=body.get("truncate", True))
-        except InputError as e:
-            return JSONResponse({"error": str(e), "error_type": "invalid_input"}, status_code=422)
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, timeout_s=60)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    args = AppArgs(model=artifact, max_batch_size=8, max_inputs=3)
+    app = build_app(args, model_options={"ray_actor_options": {"num_cpus": 1}})
+    serve.run(app, name="three-labels", route_prefix="/three-labels")
+    url = f"{serve_instance.base_url}/three-labels"
+    wait_healthy(url)
+    return url
 
 
 def test_a_three_label_model_is_shown_and_scored_with_all_its_labels(
@@ -285,7 +248,11 @@ def test_a_three_label_model_is_shown_and_scored_with_all_its_labels(
     ]  # fmt: skip
     assert table["error"][1] == "empty or whitespace-only text"
     good = table[table["error"].isna()]
-    answers = httpx.post(f"{three_label_endpoint}/predict", json={"inputs": good["review"].tolist()}).json()
+    reviews = good["review"].tolist()
+    answers = [  # 3 texts per request at most (the app's max_inputs)
+        a for i in range(0, len(reviews), 3)
+        for a in httpx.post(f"{three_label_endpoint}/predict", json={"inputs": reviews[i : i + 3]}).json()
+    ]  # fmt: skip
     assert good["label"].tolist() == [a[0]["label"] for a in answers]
     for (_, row), ranked_row in zip(good.iterrows(), answers, strict=True):
         for entry in ranked_row:
