@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
@@ -19,8 +20,18 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the 
 from bench.common import bench_parser
 
 
-def snapshot() -> dict[int, tuple[int, int, str]]:
-    """pid -> (user + system clock ticks, nice, command line)."""
+@dataclass(frozen=True)
+class ProcStat:
+    """One process as /proc/<pid>/stat shows it now."""
+
+    ppid: int
+    ticks: int  # user + system CPU time, in clock ticks (os.sysconf("SC_CLK_TCK") a second)
+    nice: int
+    command: str
+
+
+def snapshot() -> dict[int, ProcStat]:
+    """pid -> its ProcStat, for every process readable now."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -30,9 +41,13 @@ def snapshot() -> dict[int, tuple[int, int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # the process ended meanwhile
             continue
-        # Fields after the parenthesised command name: utime, stime are the 12th and 13th, nice the 17th.
+        # Fields after the parenthesised command name: ppid is the 2nd, utime and stime the 12th and 13th,
+        # nice the 17th.
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = (int(fields[11]) + int(fields[12]), int(fields[16]), cmdline or stat.split()[1])
+        out[int(entry.name)] = ProcStat(
+            ppid=int(fields[1]), ticks=int(fields[11]) + int(fields[12]), nice=int(fields[16]),
+            command=cmdline or stat.split()[1],
+        )
     return out
 
 
@@ -46,7 +61,7 @@ def main() -> None:
     time.sleep(args.seconds)
     after = snapshot()
     rows = sorted(
-        ((after[pid][0] - before[pid][0]) / ticks / args.seconds, after[pid][1], after[pid][2][:100])
+        ((after[pid].ticks - before[pid].ticks) / ticks / args.seconds, after[pid].nice, after[pid].command[:100])
         for pid in after.keys() & before.keys()
     )
     for share, nice, command in reversed(rows[-args.top :]):

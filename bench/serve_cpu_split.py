@@ -18,9 +18,7 @@ on a node where the proxy, the ingress and the clients run on other cores than t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import resource
 import sys
@@ -28,7 +26,21 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from serve_bench import DEFAULT_DATA, Server, endpoint_flags, free_port, load_reviews, run_load, server_env
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # run as a file: the checkout, after any PYTHONPATH
+
+from bench.common import (
+    IMDB_TEST,
+    Server,
+    bench_parser,
+    free_port,
+    load_reviews,
+    run_load,
+    serve_argv,
+    server_env,
+    write_result,
+)
+from bench.process_cpu import ProcStat, snapshot
+from bench.serve_bench import endpoint_flags
 
 # Substrings of a process's command line -> its role; the first match wins, anything else is "ray".
 ROLES = (
@@ -39,27 +51,10 @@ ROLES = (
 )
 
 
-def _proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, user + system clock ticks, command line) of every process readable now."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # ended meanwhile
-            continue
-        # Fields after "(comm)": state, ppid, ... utime and stime are the 12th and 13th.
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), cmdline.strip())
-    return table
-
-
-def _descendants(table: dict[int, tuple[int, int, str]], root: int) -> set[int]:
+def _descendants(table: dict[int, ProcStat], root: int) -> set[int]:
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
     found, stack = set(), [root]
     while stack:
         pid = stack.pop()
@@ -74,27 +69,22 @@ def _role(cmdline: str) -> str:
 
 def cpu_by_role(root: int) -> dict[int, tuple[str, int]]:
     """pid -> (role, CPU clock ticks so far) of the server process and everything under it."""
-    table = _proc_table()
-    return {pid: (_role(table[pid][2]), table[pid][1]) for pid in _descendants(table, root) if pid in table}
+    table = snapshot()
+    return {pid: (_role(table[pid].command), table[pid].ticks) for pid in _descendants(table, root) if pid in table}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__, threads="cores the endpoint's default layout fills")
     p.add_argument("--artifact", required=True)
-    p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--threads", type=int, default=2, help="cores the endpoint's default layout fills")
+    p.add_argument("--data", default=str(IMDB_TEST))
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=30.0)
-    p.add_argument("--out")
     args = p.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="sentiray-cpu-split-"))
     port = free_port()
-    argv = [sys.executable, "-m", "sentiray.cli", "serve", args.artifact, "--port", str(port)]
-    argv += endpoint_flags("sentiray", args.threads)
-    server = Server(
-        "sentiray", argv, f"http://127.0.0.1:{port}/health", server_env(workdir, args.threads), workdir / "serve.log"
-    )
+    argv = serve_argv(args.artifact, port, *endpoint_flags("sentiray", args.threads))
+    server = Server("sentiray", argv, server_env(workdir, args.threads), workdir / "serve.log", port)
     texts, _ = load_reviews(Path(args.data), 512, seed=1)
     bodies = [{"inputs": t} for t in texts]
     ticks = os.sysconf("SC_CLK_TCK")
@@ -127,9 +117,7 @@ def main() -> int:
         "model_share": round(per_request_ms.get("model replicas", 0.0) / total, 3) if total else None,
         "loadavg_1m": os.getloadavg()[0],
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+    write_result(report, args.out)
     return 0
 
 

@@ -164,3 +164,16 @@ def write_label_set_artifact(
     from tests.label_models import write_labelled_artifact
 
     return write_labelled_artifact(destination, tokenizer_dir, LabelSet.of(names), seed=seed)
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Dotted names of the absolute imports in a Python file, those inside functions included."""
+    import ast
+
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names

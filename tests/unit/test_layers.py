@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support import imported_modules
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("sentiray", "ray_jobs", "serve")
@@ -64,16 +65,6 @@ def test_each_contract_catches_an_import_across_the_layers(tmp_path: Path) -> No
         assert f"{importer} -> {imported}" in proc.stdout, proc.stdout
 
 
-def _imported_modules(tree: ast.AST) -> list[str]:
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    return names
-
-
 # Private Ray modules the product uses on purpose, each with why and the test that pins its behaviour
 # (it fails when a Ray upgrade changes it; pyproject pins ray==2.60.0).
 ALLOWED_PRIVATE = {
@@ -90,7 +81,7 @@ def test_the_product_uses_no_private_ray_module() -> None:
         f"{path.relative_to(REPO)}: {name}"
         for package in PACKAGES
         for path in sorted((REPO / package).rglob("*.py"))
-        for name in _imported_modules(ast.parse(path.read_text()))
+        for name in imported_modules(path)
         if name.split(".")[0] == "ray" and any(part.startswith("_") for part in name.split(".")[1:])
     }
     assert private <= ALLOWED_PRIVATE, sorted(private - ALLOWED_PRIVATE)

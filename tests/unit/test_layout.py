@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import imported_modules
+
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 350
 REASON_MARKER = "Over 350 lines because"
@@ -71,13 +73,7 @@ def oversized_without_reason(root: Path, allowed: dict[str, str]) -> dict[str, i
 
 def imports_of(path: Path) -> set[str]:
     """Top-level names of the absolute imports in a file, those inside functions included."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+    return {name.split(".")[0] for name in imported_modules(path)}
 
 
 def test_every_file_over_the_limit_gives_its_reason() -> None:
