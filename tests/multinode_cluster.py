@@ -375,21 +375,8 @@ def start_autoscaling_cluster(
 ) -> MultiNodeCluster:
     """A head running autoscaler v2 with fake worker nodes of `worker_types`; no worker node at the start
     (unless a type's `min_workers` asks for some). Nodes the autoscaler starts carry the label
-    `sentiray-test/node=<type name>` and are listed by `MultiNodeCluster.autoscaled_nodes`."""
-    for attempt in (1, 2, 3):
-        try:
-            return _start_autoscaling_head(worker_types, head_cpus, idle_timeout_s, extra_env, head_args)
-        except RuntimeError:
-            # As in add_node: on a loaded machine the head's raylet can miss `ray start`'s 30 s to register.
-            if attempt == 3:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _start_autoscaling_head(
-    worker_types: dict[str, NodeType], head_cpus: float, idle_timeout_s: float,
-    extra_env: dict[str, str] | None, head_args: list[str] | None,
-) -> MultiNodeCluster:
+    `sentiray-test/node=<type name>` and are listed by `MultiNodeCluster.autoscaled_nodes`. The head's
+    start is retried by `MultiNodeCluster.start_head` (a loaded machine can miss `ray start`'s 30 s)."""
     root = tempfile.mkdtemp(prefix="as", dir="/tmp")
     Path(root, "home").mkdir()
     head_env = {
