@@ -82,7 +82,7 @@ class LabelSet:
         """The label set a Hugging Face model config records (`id2label` ordered by id, `problem_type`).
 
         Artifacts made before label sets existed carry the binary names and no `problem_type`: they read
-        as `BINARY`.
+        as `BINARY`, as does a base model without a trained head (transformers' LABEL_0, LABEL_1...).
         """
         raw: Mapping[Any, str] = getattr(config, "id2label", None) or {}
         try:
@@ -92,7 +92,11 @@ class LabelSet:
         if sorted(by_id) != list(range(len(by_id))):
             raise ConfigError(f"model config id2label ids must be 0..n-1, got {sorted(by_id)}")
         names = tuple(by_id[i] for i in range(len(by_id)))
-        return cls(names=names, multi_label=getattr(config, "problem_type", None) == MULTI_LABEL)
+        problem_type = getattr(config, "problem_type", None)
+        if problem_type is None and all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+            # transformers' placeholder names: a base model with no trained head reads as the default.
+            return BINARY
+        return cls(names=names, multi_label=problem_type == MULTI_LABEL)
 
     @classmethod
     def of(cls, names: Sequence[str], *, multi_label: bool = False) -> LabelSet:

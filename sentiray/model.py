@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from sentiray.errors import ConfigError, ModelLoadError
-from sentiray.labels import BINARY, LabelSet
+from sentiray.labels import LabelSet
 from sentiray.numerics import Precision
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -54,20 +54,6 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
         raise ModelLoadError(f"tokenizer {name_or_path!r}: cannot load ({e})") from e
 
 
-def _recorded_label_set(config: Any) -> LabelSet:
-    """The label set a model config records; BINARY for one with no trained head (a base model).
-
-    transformers gives a config without classes the placeholder names LABEL_0, LABEL_1; those (and an
-    artifact written before label sets, which records NEGATIVE/POSITIVE and no problem_type) read as
-    the binary default, as every model did before label sets.
-    """
-    id2label = getattr(config, "id2label", None) or {}
-    placeholder = all(str(name) == f"LABEL_{int(i)}" for i, name in id2label.items())
-    if placeholder and getattr(config, "problem_type", None) is None:
-        return BINARY
-    return LabelSet.from_model_config(config)
-
-
 def load_model(
     name_or_path: str,
     *,
@@ -88,7 +74,7 @@ def load_model(
     _refuse_local_pickle(name_or_path, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
-        recorded = _recorded_label_set(config)
+        recorded = LabelSet.from_model_config(config)
         wanted = labels or recorded
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,

@@ -47,3 +47,11 @@ def test_gapped_ids_are_refused() -> None:
     config = BertConfig(id2label={0: "a", 2: "c"})
     with pytest.raises(ConfigError, match="0..n-1"):
         LabelSet.from_model_config(config)
+
+
+def test_a_base_model_without_a_trained_head_reads_as_binary() -> None:
+    # transformers names the classes of a config without any LABEL_0, LABEL_1: no classes recorded.
+    assert LabelSet.from_model_config(BertConfig()) == BINARY
+    # A trained head that happens to keep placeholder names but records its problem type keeps them.
+    config = BertConfig(num_labels=3, problem_type="single_label_classification")
+    assert LabelSet.from_model_config(config).names == ("LABEL_0", "LABEL_1", "LABEL_2")
