@@ -1,10 +1,13 @@
 """The batch scoring job on several real Ray nodes on this machine, one scoring node lost mid-run.
 
 A head with no CPUs and three worker nodes (`--node-cpus` each). `python -m ray_jobs.score` scores
-`--rows` real IMDB test reviews, each with a unique `id`, with a pool of `--actors` scoring actors;
-once they have run `--kill-after` seconds, the node hosting one scoring actor dies (SIGKILL to its whole
-process group: raylet, agents, actors, tasks). The job must still finish, and the output must hold every input
-`id` exactly once (rows matched by key, not counted). Reported: which nodes held the actors, the job's
+`--rows` real IMDB test reviews (one parquet file of one row group, as an export is), each with a unique
+`id`, with a pool of `--actors` scoring actors; once every actor has been seen scoring a block and
+`--kill-after` more seconds have passed, the node of an actor scoring a block at that moment dies (SIGKILL
+to it and every process under it: raylet, agents, actors, tasks). What runs where is read from the
+processes' titles (`MultiNodeCluster.workers_titled`), not the state API, which lags on a loaded machine.
+The job must still finish, and the output must hold every input `id` exactly once (rows matched by key,
+not counted). Reported: which nodes held the actors, the job's
 time, rows written, ids missing and duplicated.
 
     PYTHONPATH=$PWD python -m bench.multinode_score --data ../shared/data/imdb/test.parquet --rows 6000
@@ -17,7 +20,6 @@ A benchmark, not a CI test: see docs/reliability.md, "Node loss", for why.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import subprocess
 import sys
@@ -33,17 +35,7 @@ import pyarrow.parquet as pq
 
 from bench.common import IMDB_TEST, REPO, bench_parser, write_result
 from bench.multinode_serve import tiny_artifact
-from tests.multinode_cluster import MultiNodeCluster, start_cluster
-
-
-def scoring_actor_nodes(cluster: MultiNodeCluster) -> list[str]:
-    """Nodes of the live Ray Data map actors (class `MapWorker(MapBatches(Scorer))`)."""
-    from ray.util.state import list_actors
-
-    actors = list_actors(
-        address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False
-    )
-    return [cluster.name_of(str(a.node_id)) for a in actors if "Scorer" in str(a.class_name)]
+from tests.multinode_cluster import SCORING_A_BLOCK, SCORING_ACTOR, start_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--node-cpus", type=float, default=1)
-    parser.add_argument("--kill-after", type=float, default=10.0, help="seconds after the actors are up")
+    parser.add_argument(
+        "--kill-after", type=float, default=2.0, help="seconds after every actor has scored; below 0: no kill"
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="mnscore-"))
     texts = pq.read_table(args.data, columns=["text"]).column("text").to_pylist()
     texts = (texts * (args.rows // len(texts) + 1))[: args.rows]
     input_path = work / "input.parquet"
-    # Several row groups, so Ray Data reads the file as several blocks that spread over the actors.
-    pq.write_table(pa.table({"id": list(range(args.rows)), "text": texts}), input_path, row_group_size=250)
+    pq.write_table(pa.table({"id": list(range(args.rows)), "text": texts}), input_path)
     artifact = args.artifact or tiny_artifact(work)
     output = work / "scored"
 
@@ -79,25 +72,29 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(cmd, env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         victim = None
-        seen: list[str] = []
-        first_seen: float | None = None
+        scored_on: set[str] = set()  # nodes
+        scorers_seen: set[int] = set()  # actor processes seen scoring a block
+        all_scored_at: float | None = None
         while proc.poll() is None and time.monotonic() - started < 900:
-            with contextlib.suppress(Exception):  # the state API can time out on a loaded machine
-                seen = scoring_actor_nodes(cluster) or seen
-            if seen and first_seen is None:
-                first_seen = time.monotonic()
-            written = list(output.glob("*.parquet")) if output.is_dir() else []
-            # Once the actors have scored for a while (Ray Data writes its files late, so waiting for the
-            # first one let the kill land at the very end of a run).
-            if victim is None and first_seen is not None and time.monotonic() - first_seen > args.kill_after:
-                victim = sorted(seen)[0]
-                figures["actor_nodes_at_kill"] = sorted(seen)
-                figures["files_written_at_kill"] = len(written)
+            now = cluster.workers_titled(SCORING_ACTOR)
+            busy = {name for name, titles in now.items() if SCORING_A_BLOCK in titles.values()}
+            scored_on |= busy
+            scorers_seen |= {pid for titles in now.values() for pid, t in titles.items() if t == SCORING_A_BLOCK}
+            if all_scored_at is None and len(scorers_seen) >= args.actors:
+                all_scored_at = time.monotonic()
+            if victim is None and args.kill_after >= 0 and all_scored_at is not None and busy and (
+                time.monotonic() - all_scored_at >= args.kill_after
+            ):
+                victim = sorted(busy)[0]  # scoring a block this moment: its work in flight is lost with it
+                figures["actor_nodes_at_kill"] = sorted(now)
                 figures["killed_after_s"] = round(time.monotonic() - started, 1)
                 cluster.nodes[victim].kill()
-            time.sleep(0.5)
+            time.sleep(0.1)
         log, _ = proc.communicate(timeout=60)
-        figures.update(victim=victim, returncode=proc.returncode, job_s=round(time.monotonic() - started, 1))
+        figures.update(
+            victim=victim, scored_on=sorted(scored_on), returncode=proc.returncode,
+            job_s=round(time.monotonic() - started, 1),
+        )
         if proc.returncode != 0:
             figures["log_tail"] = log[-3000:]
         else:
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, indent=2))
     write_result(figures, args.out, prefix=None)
     ok = figures["returncode"] == 0 and figures.get("missing") == 0 and figures.get("duplicated") == 0
-    return 0 if ok and figures["victim"] else 1
+    return 0 if ok and (figures["victim"] or args.kill_after < 0) else 1
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Every node is its own `ray start --block` process (head: `--head`; the others: `--address=<head>`), with
 its own temp dir, resources and process group, as a pod is on Kubernetes. A node is lost the way a pod
-eviction or a reclaimed spot VM loses it: SIGKILL to its whole process group (the `ray start` process,
-its raylet, agents and every worker the raylet started), with no chance to say goodbye to the GCS. Nothing
+eviction or a reclaimed spot VM loses it: SIGKILL to its process group (the `ray start` process and its
+raylet) and to every process under it (the agents and workers the raylet started, each in a group of its
+own), with no chance to say goodbye to the GCS. Nothing
 here calls `ray stop`, which would stop other Ray clusters on the machine.
 
 Each node carries the label `sentiray-test/node=<name>`, so tests find "which node hosts what" from
@@ -29,6 +30,15 @@ from typing import Any
 from tests.ray_cluster import free_port, wait_for_dashboard
 
 NODE_LABEL = "sentiray-test/node"
+# Node failure is noticed by the GCS's health checks of each raylet: by default every 3 s, dead after 5
+# misses (about 15 s, measured 13.8 s here). The tests check every second, dead after 3 misses, so a lost
+# node costs seconds, not a quarter minute, of CI; what happens after is the same.
+FAST_HEALTH_CHECKS = '--system-config={"health_check_period_ms":1000,"health_check_failure_threshold":3}'
+# The scoring job's pool actor as Ray Data names it (`map_batches(Scorer)`), and its process title while it
+# scores a block: Ray titles a call `ray::<class>.<method>` (python/ray/_raylet.pyx) and the pool runs each
+# block in `_MapWorker.submit` (ray/data/_internal/execution/operators/actor_pool_map_operator.py).
+SCORING_ACTOR = "MapWorker(MapBatches(Scorer))"
+SCORING_A_BLOCK = f"ray::{SCORING_ACTOR}.submit"
 _RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -46,31 +56,46 @@ class Node:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the node's whole process group at once: the raylet and everything under it."""
+        """SIGKILL the node at once: its process group (`ray start`, raylet) and every worker and agent."""
         self.killed_at = time.monotonic()
+        processes = self.processes()  # before the kill: orphaned workers no longer hang under the node
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        self.kill_workers()
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
 
-    def kill_workers(self) -> int:
-        """SIGKILL the node's worker processes (tasks, actors, replicas); how many there were.
+    def processes(self) -> dict[int, str]:
+        """{pid: command line} of the node's processes other than `ray start` itself.
 
-        Ray starts each worker in a process group of its own, so the node's group does not hold them: they
-        would outlive the raylet for a moment (a training worker finished a checkpoint after its head was
-        killed, seen here) where a pod eviction stops them at once. They are found by the node's temp dir,
-        which every worker's command line names (its raylet socket), so no other cluster's are touched.
+        The raylet starts every worker (tasks, actors, replicas) and agent as its child, each in a process
+        group of its own, so the node's group does not hold them: they outlived the raylet for a moment
+        (a training worker finished a checkpoint after its head was killed, seen here) where a pod eviction
+        stops them at once. And Ray renames a worker's process to `ray::<actor class or task>[.<method>]`
+        (`setproctitle` in python/ray/_raylet.pyx), which overwrites its command line, so only the process
+        tree tells which node a worker belongs to (checked here: an actor `ray::Foo.f`, child of its
+        node's raylet, no temp dir in its command line). A process still naming the node's temp dir (its
+        raylet socket) counts too, in case it was orphaned already.
         """
         import psutil
 
-        killed = 0
+        found: dict[int, str] = {}
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    found[child.pid] = " ".join(child.cmdline()).strip()
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if any(self.temp_dir in arg for arg in proc.info["cmdline"] or ()):
-                    os.kill(proc.info["pid"], signal.SIGKILL)
-                    killed += 1
-        return killed
+            cmdline = proc.info["cmdline"] or ()
+            if proc.info["pid"] != self.process.pid and any(self.temp_dir in arg for arg in cmdline):
+                found[proc.info["pid"]] = " ".join(cmdline).strip()
+        return found
+
+    def worker_titles(self, prefix: str) -> dict[int, str]:
+        """{pid: title} of the node's Ray workers whose title starts with `ray::<prefix>`: what they run now,
+        with no state-API lag (an actor reads `ray::<class>` idle and `ray::<class>.<method>` in a call)."""
+        return {pid: cmd for pid, cmd in self.processes().items() if cmd.startswith(f"ray::{prefix}")}
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -138,10 +163,7 @@ class MultiNodeCluster:
             except RuntimeError:
                 # The head's own raylet has the same fixed 30 s to register with its GCS as any node's
                 # (see add_node); at a load average of 80 on 2 cores that ran out. Two more tries.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(head.process.pid, signal.SIGKILL)
-                head.kill_workers()
-                head.process.wait(timeout=10)
+                head.kill()
                 if attempt == 3:
                     self.stop()
                     raise
@@ -162,9 +184,7 @@ class MultiNodeCluster:
             except RuntimeError:
                 # `ray start` gives its raylet a fixed 30 s to register with the GCS; on a loaded machine
                 # (a load average of 24 on 2 cores, seen here) that can run out. Two more tries, from scratch.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.process.pid, signal.SIGKILL)
-                node.process.wait(timeout=10)
+                node.kill()
                 if attempt == 3:
                     raise
         raise AssertionError("unreachable")
@@ -210,6 +230,12 @@ class MultiNodeCluster:
             if node.node_id == node_id:
                 return name
         return f"unknown:{node_id[:8]}"
+
+    def workers_titled(self, prefix: str) -> dict[str, dict[int, str]]:
+        """{node name: {pid: title}} of the Ray workers titled `ray::<prefix>...` on each live node that has
+        any (`Node.worker_titles`: read from the processes, so it never lags as the state API does)."""
+        found = {name: node.worker_titles(prefix) for name, node in self.nodes.items() if node.alive()}
+        return {name: titles for name, titles in found.items() if titles}
 
     def actor_nodes(self, class_name: str) -> list[str]:
         """Node names hosting the live actors of `class_name` (one entry per actor)."""
@@ -263,12 +289,7 @@ class MultiNodeCluster:
         """Kill every node by its process group (SIGKILL: a test cluster keeps nothing worth a clean
         shutdown, and a graceful one took 30 s here); remove the temp dirs."""
         for node in self.nodes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGKILL)
-            node.kill_workers()
-        for node in self.nodes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.process.wait(timeout=10)
+            node.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_train_job import REPO, job_args, parse_result
 from tests.multinode_cluster import MultiNodeCluster, NodeType, start_autoscaling_cluster
+from tests.support import REPO
+from tests.train_job import job_args, parse_result
 
 pytestmark = pytest.mark.timeout(900)
 

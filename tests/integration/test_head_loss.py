@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from ray_jobs.train import RUN_STATE_FILE
-from tests.integration.test_train_job import REPO, job_args, parse_result
 from tests.multinode_cluster import start_cluster
 from tests.object_storage import MOTO_CREDENTIALS, bucket_client, registered_steps
+from tests.support import REPO
+from tests.train_job import job_args, parse_result
 
 pytestmark = pytest.mark.timeout(900)
 

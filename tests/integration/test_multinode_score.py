@@ -1,19 +1,24 @@
 """The batch scoring job and the training job's export task on a real multi-node Ray cluster on this machine.
 
 The head has no CPUs; four worker nodes have one CPU each (the export test adds one of two). Scoring
-actors ask one CPU each, so a pool of two must sit on two different nodes; the node of one of them dies
-mid-run (SIGKILL to its whole process group, `tests/multinode_cluster.py`). The three nodes left hold the
-pool again plus Ray Data's read and write tasks, so no replacement node is needed (starting one under load
-is what failed here: a raylet gets a fixed 30 s to register). The output is matched to the input by an `id`
-key: no row lost, none written twice. Nodes share this machine's disk, so input, output and checkpoints are local
-paths here (on Kubernetes they are `s3://`; the S3 path is `test_multinode_train.py`'s).
+actors ask one CPU each, so a pool of two must sit on two different nodes. Once both have scored, the node
+of one of them dies while it is scoring a block (SIGKILL to the node and every process under it,
+`tests/multinode_cluster.py`). The three nodes left hold the pool again plus Ray Data's read and write
+tasks, so no replacement node is needed (starting one under load is what failed here: a raylet gets a fixed
+30 s to register). The output is matched to the input by an `id` key: no row lost, none written twice.
+Nodes share this machine's disk, so input, output and checkpoints are local paths here (on Kubernetes they
+are `s3://`; the S3 path is `test_multinode_train.py`'s).
+
+What runs where is read from the processes themselves: Ray titles an actor's process `ray::<class>` and
+`ray::<class>.<method>` while it runs a call (python/ray/_raylet.pyx), and Ray Data's pool actor runs each
+block in `_MapWorker.submit` (ray/data/_internal/execution/operators/actor_pool_map_operator.py). The state
+API lags behind on a loaded machine; the process titles do not.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -25,17 +30,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.test_multinode_train import FAST_HEALTH_CHECKS
-from tests.integration.test_train_job import REPO, job_args, parse_result
-from tests.multinode_cluster import MultiNodeCluster, start_cluster
-from tests.support import synthetic_reviews
+from tests.multinode_cluster import FAST_HEALTH_CHECKS, SCORING_A_BLOCK, SCORING_ACTOR, MultiNodeCluster, start_cluster
+from tests.support import REPO, synthetic_reviews
+from tests.train_job import job_args, parse_result
 
 pytestmark = pytest.mark.timeout(900)
 
 IMDB_TEST = Path("/work/shared/data/imdb/test.parquet")
-# Enough rows that a pool of two actors on a loaded 2-core machine is still scoring when the node dies
-# (about 25 s of scoring at 100 rows/s per actor, measured here), few enough for CI.
-ROWS = 4000
+# One file of one row group, as a user's export is: the job itself must cut it into blocks for the pool.
+# The tiny model scores about 600 rows/s per actor here, so 16,000 rows keep both actors busy for about
+# 13 s after they start (measured), time enough to see both score and kill one mid-block.
+ROWS = 16_000
 
 
 @pytest.fixture(scope="module")
@@ -57,28 +62,12 @@ def _reviews(n: int) -> list[str]:
     return (texts * (n // len(texts) + 1))[:n]
 
 
-def _scoring_actor_nodes(cluster: MultiNodeCluster) -> list[str]:
-    """Nodes of the live scoring actors (Ray Data names them `MapWorker(MapBatches(Scorer))`)."""
-    from ray.util.state import list_actors
-
-    actors = list_actors(
-        address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False
-    )
-    return sorted(cluster.name_of(str(a.node_id)) for a in actors if "Scorer" in str(a.class_name))
-
-
-@pytest.mark.skipif(
-    os.environ.get("SENTIRAY_NODE_LOSS_SCORING") != "1",
-    reason="flaky, so out of CI until fixed: one CI run and one 8,000-row run here ended the job before the "
-    "state API showed both scoring actors (passed in 3 other runs); run with SENTIRAY_NODE_LOSS_SCORING=1, "
-    "and bench/multinode_score.py measures the same guarantee",
-)
 def test_scoring_spreads_over_nodes_and_survives_losing_one(
     cluster: MultiNodeCluster, tiny_artifact: Path, tmp_path: Path, record_property: Any
 ) -> None:
     input_path, output = tmp_path / "input.parquet", tmp_path / "scored"
-    # Row groups of 100: Ray Data reads the file as many blocks, so both actors get work all along.
-    pq.write_table(pa.table({"id": list(range(ROWS)), "text": _reviews(ROWS)}), input_path, row_group_size=100)
+    pq.write_table(pa.table({"id": list(range(ROWS)), "text": _reviews(ROWS)}), input_path)
+    assert pq.ParquetFile(input_path).num_row_groups == 1
     cmd = [
         sys.executable, "-m", "ray_jobs.score", "--model", str(tiny_artifact), "--input", str(input_path),
         "--output", str(output), "--min-actors", "2", "--max-actors", "2", "--cpus-per-actor", "1",
@@ -87,35 +76,40 @@ def test_scoring_spreads_over_nodes_and_survives_losing_one(
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    hosts: set[str] = set()  # nodes that ever held a scoring actor
+    scored_on: set[str] = set()  # nodes whose actor was seen scoring a block
+    victim = ""
     try:
-        spread: list[str] = []
         deadline = time.monotonic() + 300
-        while len(spread) < 2:
-            assert proc.poll() is None, f"the job ended before two scoring actors were up: {proc.stdout}"
-            assert time.monotonic() < deadline, f"two scoring actors never ran at once: {spread}"
-            with contextlib.suppress(Exception):  # the state API can time out on a loaded machine
-                spread = _scoring_actor_nodes(cluster)
-            time.sleep(1)
-        # One CPU per actor and per node: the pool is spread over two worker nodes, none on the head.
-        assert len(set(spread)) == 2 and "head" not in spread, spread
-        time.sleep(3)  # let both score for a moment: the lost node takes work in flight with it
-        assert proc.poll() is None, "the job finished before the node could be lost; raise ROWS"
-        victim = spread[0]
-        cluster.nodes[victim].kill()
+        while not victim:
+            if proc.poll() is not None:
+                pytest.fail(f"the job ended before both actors were seen scoring ({scored_on}): "
+                            f"{proc.stdout.read()[-3000:] if proc.stdout else ''}")
+            assert time.monotonic() < deadline, f"two actors never scored at once: {hosts}, {scored_on}"
+            now = cluster.workers_titled(SCORING_ACTOR)
+            hosts |= set(now)
+            busy = {name for name, titles in now.items() if SCORING_A_BLOCK in titles.values()}
+            scored_on |= busy
+            if len(scored_on) >= 2 and busy:
+                victim = sorted(busy)[0]  # scoring a block this moment: its work in flight is lost with it
+                cluster.nodes[victim].kill()
+            time.sleep(0.1)
         killed_after = time.monotonic() - started
         log, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, log[-4000:]
+    # One CPU per actor and per node: the pool sat on two worker nodes, none on the head.
+    assert len(scored_on) == 2 and "head" not in hosts, (hosts, scored_on)
     assert cluster.wait_for_dead(victim) >= 0  # the node really was lost, not just slow
     table = pq.read_table(output)
     counts = collections.Counter(table.column("id").to_pylist())
     missing = set(range(ROWS)) - set(counts)
     duplicated = {k: n for k, n in counts.items() if n > 1}
     job_s = time.monotonic() - started
-    print(f"\nactors on {spread}; {victim} killed {killed_after:.1f}s into the job; job {job_s:.1f}s; "
-          f"{len(counts)} ids written, {len(missing)} missing, {len(duplicated)} duplicated")
+    print(f"\nactors scored on {sorted(scored_on)}; {victim} killed mid-block {killed_after:.1f}s into the job; "
+          f"job {job_s:.1f}s; {len(counts)} ids written, {len(missing)} missing, {len(duplicated)} duplicated")
     record_property("killed_after_s", round(killed_after, 1))
     record_property("job_s", round(job_s, 1))
     assert not missing, sorted(missing)[:20]

@@ -20,17 +20,14 @@ from typing import Any
 import pytest
 
 from sentiray.artifact import fetch_artifact
-from tests.integration.test_train_job import REPO, held_out_accuracy, job_args, parse_result
-from tests.multinode_cluster import MultiNodeCluster, start_cluster
+from tests.multinode_cluster import FAST_HEALTH_CHECKS, MultiNodeCluster, start_cluster
 from tests.object_storage import MOTO_CREDENTIALS, bucket_client, registered_steps, run_state
+from tests.support import REPO
+from tests.train_job import held_out_accuracy, job_args, parse_result
 
 pytestmark = pytest.mark.timeout(900)
 
 BUCKET = "sentiray"
-# Node failure is noticed by the GCS's health checks of each raylet: by default every 3 s, dead after 5
-# misses (about 15 s, measured 13.8 s here). The tests check every second, dead after 3 misses, so a lost
-# node costs seconds, not a quarter minute, of CI; what happens after is the same.
-FAST_HEALTH_CHECKS = '--system-config={"health_check_period_ms":1000,"health_check_failure_threshold":3}'
 TRAIN_WORKER = "RayTrainWorker"
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.train import RESUME_COPY_PREFIX
@@ -25,11 +24,10 @@ from sentiray.predictor import Predictor
 from sentiray.runs import RESULT_PREFIX, RUN_STATE_FILE
 from tests.object_storage import MOTO_CREDENTIALS
 from tests.ray_cluster import RayHead, start_head
+from tests.support import REPO
+from tests.train_job import held_out_accuracy, job_args, parse_result
 
 pytestmark = pytest.mark.timeout(900)
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def workers_tmpdir() -> Iterator[Path]:
@@ -50,42 +48,11 @@ def head(moto_endpoint: str, workers_tmpdir: Path) -> Iterator[RayHead]:
     ray_head.stop()
 
 
-def job_args(model: Path, data: Path, storage: str, **overrides: Any) -> list[str]:
-    args = {
-        "dataset": str(data), "base_model": str(model), "max_length": 64, "epochs": 3, "batch_size": 16,
-        "learning_rate": 3e-3, "num_workers": 2, "storage_path": storage, "log_every_steps": 5,
-        "precision": "fp32", **overrides,
-    }
-    out = []
-    for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        else:
-            out += [flag, str(value)]
-    return out
-
-
 def run_job(head: RayHead, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ray_jobs.train", *args], env=head.env, cwd=REPO,
         capture_output=True, text=True, timeout=timeout,
     )
-
-
-def parse_result(stdout: str) -> dict[str, Any]:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    assert lines, f"no {RESULT_PREFIX.strip()} line in output:\n{stdout[-3000:]}"
-    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
-    return result
-
-
-def held_out_accuracy(artifact: str, test_file: Path) -> tuple[float, int]:
-    table = pq.read_table(test_file)
-    texts, labels = table.column("text").to_pylist(), table.column("label").to_pylist()
-    predictor = Predictor.from_artifact(artifact, precision="fp32")
-    predicted = predictor.logits(texts).argmax(axis=1)
-    return float(np.mean(predicted == np.asarray(labels))), len(labels)
 
 
 @pytest.fixture(scope="module")
