@@ -12,13 +12,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from sentiray.errors import SentirayError
 
-__all__ = ["RETRY_STATUSES", "EndpointError", "PredictClient", "error_detail"]
+__all__ = ["RETRY_STATUSES", "EndpointError", "ErrorDetail", "PredictClient", "error_detail"]
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -28,16 +29,27 @@ class EndpointError(SentirayError):
 
     `status` is the last HTTP status (None: the connection failed every time), `detail` the endpoint's
     own words (its JSON body's `error`; for a failed connection, what failed), `error_type` the body's
-    machine-readable kind when it gave one. The message adds how it went (`HTTP 422: ...`).
+    machine-readable kind when it gave one. For a refused text (`invalid_input`), `index` is its position
+    in the request's texts and `reason` what is wrong with it, when the endpoint said. The message adds
+    how it went (`HTTP 422: ...`).
     """
 
     def __init__(
-        self, message: str, status: int | None = None, *, detail: str | None = None, error_type: str | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        detail: str | None = None,
+        error_type: str | None = None,
+        index: int | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = message if detail is None else detail
         self.error_type = error_type
+        self.index = index
+        self.reason = reason
 
 
 class PredictClient:
@@ -126,20 +138,12 @@ class PredictClient:
                 continue
             if response.status_code < 400:
                 return response.json()
-            message, error_type = error_detail(response)
+            said = error_detail(response)
             if response.status_code not in RETRY_STATUSES:
-                raise EndpointError(
-                    f"HTTP {response.status_code}: {message}",
-                    response.status_code,
-                    detail=message,
-                    error_type=error_type,
-                )
+                raise said.error(f"HTTP {response.status_code}: {said.message}", response.status_code)
             if attempt >= self.retries:
-                raise EndpointError(
-                    f"HTTP {response.status_code} after {attempt + 1} attempts: {message}",
-                    response.status_code,
-                    detail=message,
-                    error_type=error_type,
+                raise said.error(
+                    f"HTTP {response.status_code} after {attempt + 1} attempts: {said.message}", response.status_code
                 )
             self._count_retry(attempt)
             self._sleep(self._delay(attempt, response.headers.get("retry-after")))
@@ -161,15 +165,35 @@ class PredictClient:
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
 
-def error_detail(response: httpx.Response) -> tuple[str, str | None]:
-    """The endpoint's words (its JSON `error`, FastAPI's `detail`, else the body) and its `error_type`."""
+@dataclass(frozen=True)
+class ErrorDetail:
+    """What an error response said: its words, and the body's fields when it is the endpoint's ErrorBody."""
+
+    message: str
+    error_type: str | None = None
+    index: int | None = None
+    reason: str | None = None
+
+    def error(self, message: str, status: int) -> EndpointError:
+        return EndpointError(
+            message, status, detail=self.message, error_type=self.error_type, index=self.index, reason=self.reason
+        )
+
+
+def error_detail(response: httpx.Response) -> ErrorDetail:
+    """The endpoint's words (its JSON `error`, FastAPI's `detail`, else the body) and its ErrorBody fields."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase, None
+        return ErrorDetail(response.text.strip()[:500] or response.reason_phrase)
     if isinstance(body, dict) and "error" in body:
-        kind = body.get("error_type")
-        return str(body["error"]), kind if isinstance(kind, str) else None
+        kind, index, reason = body.get("error_type"), body.get("index"), body.get("reason")
+        return ErrorDetail(
+            str(body["error"]),
+            kind if isinstance(kind, str) else None,
+            index if isinstance(index, int) and not isinstance(index, bool) else None,
+            reason if isinstance(reason, str) else None,
+        )
     if isinstance(body, dict) and "detail" in body:  # FastAPI's own shape
-        return str(body["detail"])[:500], None
-    return str(body)[:500], None
+        return ErrorDetail(str(body["detail"])[:500])
+    return ErrorDetail(str(body)[:500])

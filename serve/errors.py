@@ -33,6 +33,10 @@ class RequestError(Exception):
         super().__init__(message)
         self.message = message
 
+    def body_fields(self) -> dict[str, object]:
+        """Fields of the error body beyond `error` and `error_type`."""
+        return {}
+
 
 class UnauthorizedError(RequestError):
     """Missing or wrong bearer token."""
@@ -75,7 +79,19 @@ class TooManyInputsError(RequestError):
 
 
 class InvalidInputError(RequestError):
-    """A text the model cannot take (empty, lone surrogate, too long with truncate=false)."""
+    """A text the model cannot take (empty, lone surrogate, too long with truncate=false).
+
+    Its body carries the InputError's `index` (which text; absent when the list itself is wrong) and
+    `reason`, so a caller can mark the row at fault without parsing the message.
+    """
+
+    def __init__(self, error: InputError) -> None:
+        super().__init__(str(error))
+        self.index = error.index
+        self.reason = error.reason
+
+    def body_fields(self) -> dict[str, object]:
+        return {"index": self.index, "reason": self.reason}
 
 
 class ModelNotFoundError(RequestError):
@@ -132,7 +148,9 @@ def status_of(error: RequestError) -> _Status:
 
 def to_response(error: RequestError) -> JSONResponse:
     status = status_of(error)
-    body = ErrorBody(error=error.message, error_type=status.error_type).model_dump()
+    body = ErrorBody(error=error.message, error_type=status.error_type, **error.body_fields()).model_dump(
+        exclude_none=True
+    )
     return JSONResponse(status_code=status.code, content=body, headers=status.headers)
 
 
@@ -145,7 +163,8 @@ def from_model_call(e: BaseException) -> RequestError:
         return e
     if isinstance(e, InputError):
         # Ray re-raises a replica's exception as a RayTaskError subclass of it; `cause` is the original.
-        return InvalidInputError(str(getattr(e, "cause", None) or e))
+        cause = getattr(e, "cause", None)
+        return InvalidInputError(cause if isinstance(cause, InputError) else e)
     if isinstance(e, BackPressureError):
         return OverloadedError("the model is overloaded; retry later")
     if isinstance(e, (RayActorError, ActorDiedError, ActorUnavailableError, DeploymentUnavailableError)):

@@ -156,7 +156,7 @@ class SentimentIngress:
         try:
             return validate_texts(texts)
         except InputError as e:
-            raise InvalidInputError(str(e)) from None
+            raise InvalidInputError(e) from None
 
     async def _encode(self, texts: list[str], truncate: bool) -> tuple[list[list[int]], str]:
         """Token ids per text and the encoder's key (what the ids mean)."""
@@ -167,7 +167,7 @@ class SentimentIngress:
                 self._pool, lambda: encoder.encode(texts, truncate=truncate)
             )
         except InputError as e:
-            raise InvalidInputError(str(e)) from None
+            raise InvalidInputError(e) from None
         return ids, encoder.key
 
     async def _predict(

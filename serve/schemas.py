@@ -205,6 +205,9 @@ class KServeResponse(BaseModel):
 class ErrorBody(BaseModel):
     error: str = Field(..., description="What was wrong with the request")
     error_type: str = Field(..., description="Machine-readable kind of error")
+    # invalid_input only (absent otherwise), so a caller can mark the row at fault without parsing `error`.
+    index: int | None = Field(None, description="invalid_input: the position of the refused text in `inputs`")
+    reason: str | None = Field(None, description="invalid_input: what is wrong with it, without the position")
 
 
 class ModelInfo(BaseModel):

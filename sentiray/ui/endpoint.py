@@ -44,8 +44,17 @@ class Problem(StrEnum):
 class EndpointError(client.EndpointError):
     """A call to the endpoint failed; the message is meant for the app's user, `problem` says what kind."""
 
-    def __init__(self, problem: Problem, message: str, status: int | None = None, detail: str | None = None) -> None:
-        super().__init__(message, status, detail=detail)
+    def __init__(
+        self,
+        problem: Problem,
+        message: str,
+        status: int | None = None,
+        detail: str | None = None,
+        *,
+        index: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, status, detail=detail, index=index, reason=reason)
         self.problem = problem
 
 
@@ -134,7 +143,7 @@ class EndpointClient:
                     f"{url} answered {r.status_code} with a body that is not JSON",
                     r.status_code,
                 ) from e
-        raise _problem(r.status_code, client.error_detail(r)[0])
+        raise _problem(r.status_code, client.error_detail(r).message)
 
     def health(self) -> bool:
         """True when the model answers; False while it loads (503). Unreachable raises."""
@@ -160,7 +169,7 @@ class EndpointClient:
         except client.EndpointError as e:
             if e.status is None:  # the connection failed on every try
                 raise self._unreachable(e.detail) from e
-            raise _problem(e.status, e.detail) from e
+            raise _problem(e.status, e.detail, index=e.index, reason=e.reason) from e
         if not isinstance(out, list) or len(out) != len(texts):
             raise EndpointError(
                 Problem.SERVER,
@@ -173,8 +182,9 @@ class EndpointClient:
         return self.predict([text], truncate=truncate)[0]
 
 
-def _problem(status: int, detail: str) -> EndpointError:
-    """The EndpointError for an HTTP error status, with the endpoint's own message."""
+def _problem(status: int, detail: str, *, index: int | None = None, reason: str | None = None) -> EndpointError:
+    """The EndpointError for an HTTP error status, with the endpoint's own message (and, for a refused
+    text, its position and the reason)."""
     if status == 503:
         return EndpointError(
             Problem.NOT_READY,
@@ -190,7 +200,14 @@ def _problem(status: int, detail: str) -> EndpointError:
             detail,
         )
     if status < 500:
-        return EndpointError(Problem.REFUSED, f"the endpoint refused the input ({status}): {detail}", status, detail)
+        return EndpointError(
+            Problem.REFUSED,
+            f"the endpoint refused the input ({status}): {detail}",
+            status,
+            detail,
+            index=index,
+            reason=reason,
+        )
     return EndpointError(Problem.SERVER, f"the endpoint failed ({status}): {detail}", status, detail)
 
 
@@ -271,8 +288,9 @@ def score_frame(
 
     `labels` is the served model's label set (`labels_from_info`): one score column each. Rows the
     endpoint would refuse (empty, non-text) are marked without a request. If the endpoint still refuses
-    a chunk (e.g. a text too long with truncation off), the chunk is retried row by row so the error
-    lands on the row that caused it. An unreachable or failing endpoint aborts the whole batch.
+    a chunk (e.g. a text too long with truncation off), the row it names (the error body's `index`) gets
+    its `reason` and the rest of the chunk is sent again; a refusal that names no row (an older endpoint,
+    a count limit) has the chunk retried row by row. An unreachable or failing endpoint aborts the batch.
     """
     schema = ScoredSchema(labels)
     if column not in df.columns:
@@ -298,21 +316,35 @@ def score_frame(
         except ValueError as e:
             raise EndpointError(Problem.SERVER, f"/predict answered {e} (from /info)") from e
 
+    def refuse(i: int, e: EndpointError) -> None:
+        scored.set_error(i, REFUSED + (e.reason or e.detail))
+
+    def score_chunk(idx: list[int]) -> None:
+        pending = list(idx)
+        while pending:
+            try:
+                ranked = client.predict([texts[i] for i in pending], truncate=truncate)
+            except EndpointError as e:
+                if e.problem is not Problem.REFUSED:
+                    raise
+                if e.index is not None and 0 <= e.index < len(pending):
+                    refuse(pending.pop(e.index), e)
+                    continue
+                for i in pending:  # no row named: find the row(s) the endpoint refuses one by one
+                    try:
+                        store(i, client.classify(texts[i], truncate=truncate))
+                    except EndpointError as row_error:
+                        if row_error.problem is not Problem.REFUSED:
+                            raise
+                        refuse(i, row_error)
+                return
+            for i, answer in zip(pending, ranked, strict=True):
+                store(i, answer)
+            return
+
     for start in range(0, len(good), max(1, chunk_size)):
         idx = good[start : start + chunk_size]
-        try:
-            for i, ranked in zip(idx, client.predict([texts[i] for i in idx], truncate=truncate), strict=True):
-                store(i, ranked)
-        except EndpointError as e:
-            if e.problem is not Problem.REFUSED:
-                raise
-            for i in idx:  # find the row(s) the endpoint refuses
-                try:
-                    store(i, client.classify(texts[i], truncate=truncate))
-                except EndpointError as row_error:
-                    if row_error.problem is not Problem.REFUSED:
-                        raise
-                    scored.set_error(i, REFUSED + row_error.detail)
+        score_chunk(idx)
         done += len(idx)
         if progress:
             progress(done, n)

@@ -160,6 +160,24 @@ MISTAKES: list[tuple[str, bytes, int, str]] = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("texts", "reason"),
+    [(["fine", " \n\t "], "empty or whitespace-only text"), (["fine", LONG_TEXT], "exceed the model's max_length")],
+    ids=["checked-at-the-ingress", "found-by-the-tokenizer"],
+)
+def test_a_refused_text_is_named_by_index_and_reason(api: str, texts: list[str], reason: str) -> None:
+    """The 422 body says which text (`index`) and why (`reason`, without the `inputs[i]: ` prefix), so a
+    caller marks that row and sends the rest again (the UI does) instead of parsing the message."""
+    wait_healthy(api)
+    r = _post(f"{api}/predict", {"inputs": texts, "truncate": False})
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["error_type"] == "invalid_input"
+    assert err["index"] == 1
+    assert reason in err["reason"] and not err["reason"].startswith("inputs[")
+    assert err["error"] == f"inputs[1]: {err['reason']}"
+
+
 @pytest.mark.parametrize(("body", "status", "word"), [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_client_mistakes_are_4xx_and_leave_the_replica_healthy(
     api: str, body: bytes, status: int, word: str

@@ -181,7 +181,10 @@ def test_client_chunks_and_attributes_refusals_to_rows(endpoint: str) -> None:
         assert table.frame["label"].fillna("-").tolist() == ["POSITIVE", "-", "NEGATIVE", "-", "NEGATIVE"]
         assert (table.bad_rows, table.scored_rows) == (2, 3)
         assert table.frame["error"][3] == "missing text"
+        # The endpoint's reason alone: the row's position in a request means nothing to the user.
+        assert table.frame["error"][1].startswith("refused by the endpoint: ")
         assert "exceed the model's max_length" in table.frame["error"][1]
+        assert "inputs[" not in table.frame["error"][1]
         assert seen[-1] == (5, 5)
         # The scores round-trip through CSV as numbers.
         back = pd.read_csv(io.StringIO(table.frame.to_csv(index=False)))
@@ -272,7 +275,7 @@ def test_rows_refused_by_a_three_label_endpoint_carry_its_reason(three_label_end
         assert table.frame["label"].isna().tolist() == [False, True, False]
         error = table.frame["error"][1]
         assert error.startswith("refused by the endpoint: ")
-        assert "exceed the model's max_length" in error
+        assert "exceed the model's max_length" in error and "inputs[" not in error
         # A label set the endpoint does not answer with is a broken endpoint, not a bad row.
         with pytest.raises(EndpointError) as err:
             score_frame(client, df.head(1), "text", labels=BINARY)

@@ -94,6 +94,14 @@ def test_the_clients_error_carries_the_endpoints_own_words() -> None:
         _client(422, body).predict(["x"])
     assert str(err.value) == "HTTP 422: inputs[0]: empty or whitespace-only text"
     assert (err.value.status, err.value.detail, err.value.error_type) == (422, body["error"], "invalid_input")
+    assert (err.value.index, err.value.reason) == (None, None)  # an endpoint that names no row
+    body = {**body, "index": 0, "reason": "empty or whitespace-only text"}
+    with pytest.raises(EndpointError) as err:
+        _client(422, body).predict(["x"])
+    assert (err.value.index, err.value.reason) == (0, "empty or whitespace-only text")
+    with pytest.raises(EndpointError) as err:  # fields of the wrong type are not believed
+        _client(422, {**body, "index": True, "reason": 3}).predict(["x"])
+    assert (err.value.index, err.value.reason) == (None, None)
     with pytest.raises(EndpointError) as err:
         _client(503, {"error": "model loading"}, retries=1).predict(["x"])
     assert str(err.value) == "HTTP 503 after 2 attempts: model loading"

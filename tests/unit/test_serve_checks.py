@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from sentiray.errors import SentirayError
+from sentiray.errors import InputError, SentirayError
 from serve.checks import (
     authorize,
     check_declared_length,
@@ -22,6 +23,7 @@ from serve.errors import (
     _TABLE,
     BodyTimeoutError,
     BodyTooLargeError,
+    InvalidInputError,
     InvalidRequestError,
     InvalidUtf8Error,
     LengthRequiredError,
@@ -30,6 +32,7 @@ from serve.errors import (
     RequestError,
     TooDeepError,
     UnauthorizedError,
+    from_model_call,
     status_of,
     to_response,
 )
@@ -160,6 +163,30 @@ def test_to_response_carries_status_body_and_headers() -> None:
     assert r.body == b'{"error":"missing or wrong bearer token","error_type":"unauthorized"}'
     assert to_response(NotReadyError("x")).headers["retry-after"] == "1"
     assert status_of(BodyTooLargeError("x")).headers == {"Connection": "close"}
+
+
+def test_a_refused_text_is_named_by_index_and_reason_in_the_body() -> None:
+    r = to_response(InvalidInputError(InputError("empty or whitespace-only text", 2)))
+    assert r.status_code == 422
+    assert json.loads(r.body) == {
+        "error": "inputs[2]: empty or whitespace-only text", "error_type": "invalid_input", "index": 2,
+        "reason": "empty or whitespace-only text",
+    }  # fmt: skip
+    # A problem with the list itself names no text.
+    whole = json.loads(to_response(InvalidInputError(InputError("inputs: empty list; send at least one text"))).body)
+    assert "index" not in whole and whole["reason"] == whole["error"]
+
+
+def test_an_input_error_from_a_model_replica_keeps_its_index_and_reason() -> None:
+    """Ray re-raises a replica's InputError as a RayTaskError that is also an InputError, with the
+    original as `cause` (ray.exceptions.RayTaskError.as_instanceof_cause); its fields must survive."""
+    from ray.exceptions import RayTaskError
+
+    raised = RayTaskError("predict", "Traceback ...", InputError("too long", 1)).as_instanceof_cause()
+    assert isinstance(raised, InputError)
+    mapped = from_model_call(raised)
+    assert isinstance(mapped, InvalidInputError)
+    assert (mapped.message, mapped.index, mapped.reason) == ("inputs[1]: too long", 1, "too long")
 
 
 def test_failed_model_probe_is_logged(caplog: pytest.LogCaptureFixture) -> None:
