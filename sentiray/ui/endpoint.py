@@ -202,7 +202,7 @@ def _problem(status: int, detail: str, *, index: int | None = None, reason: str 
     if status < 500:
         return EndpointError(
             Problem.REFUSED,
-            f"the endpoint refused the input ({status}): {detail}",
+            f"the endpoint refused the input ({status}): {reason or detail}",
             status,
             detail,
             index=index,

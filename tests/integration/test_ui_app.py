@@ -107,6 +107,7 @@ def test_input_refused_is_explained(ui_env: str) -> None:
     assert not at.exception
     assert "Input refused" in _shown(at)
     assert "empty or whitespace-only" in _shown(at)
+    assert "inputs[0]" not in _shown(at)  # the reason alone: the user sent one text, not a list
 
 
 def test_batch_file_scored_with_bad_rows_kept_and_downloadable(ui_env: str) -> None:
