@@ -152,20 +152,6 @@ def train_tiny_artifact(model_dir: Path, data_dir: Path, destination: Path) -> P
     return destination
 
 
-THREE_LABELS = ("negative", "neutral", "positive")
-
-
-def write_label_set_artifact(
-    destination: Path | str, tokenizer_dir: Path, names: tuple[str, ...] = THREE_LABELS, *, seed: int = 0
-) -> str:
-    """An artifact of an untrained tiny BERT whose head has one output per label in `names`, with the
-    tokenizer in tokenizer_dir (tests/label_models.py builds it)."""
-    from sentiray.labels import LabelSet
-    from tests.label_models import write_labelled_artifact
-
-    return write_labelled_artifact(destination, tokenizer_dir, LabelSet.of(names), seed=seed)
-
-
 def imported_modules(path: Path) -> list[str]:
     """Dotted names of the absolute imports in a Python file, those inside functions included."""
     import ast

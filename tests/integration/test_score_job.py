@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.score import RESULT_PREFIX, main
-from tests.support import THREE_LABELS, synthetic_reviews, write_label_set_artifact
+from tests.label_models import THREE, write_labelled_artifact
+from tests.support import synthetic_reviews
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -379,7 +380,7 @@ def test_rayjob_manifest_is_valid_and_runs_this_entrypoint() -> None:
 @pytest.fixture(scope="module")
 def three_label_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("three-labels") / "artifact"
-    write_label_set_artifact(out, tiny_model_dir)
+    write_labelled_artifact(out, tiny_model_dir, THREE)
     return out
 
 
@@ -418,6 +419,6 @@ def test_a_three_label_artifact_gets_a_score_column_per_label(
         expected = torch.softmax(model(**batch).logits, dim=-1).numpy()
     got = good[["score_negative", "score_neutral", "score_positive"]].to_numpy()
     assert got == pytest.approx(expected, abs=1e-4)
-    assert good["label"].tolist() == [THREE_LABELS[j] for j in expected.argmax(axis=1)]
+    assert good["label"].tolist() == [THREE.names[j] for j in expected.argmax(axis=1)]
     assert good["score"].to_numpy() == pytest.approx(expected.max(axis=1), abs=1e-4)
     assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from sentiray.labels import BINARY, LabelSet
+from sentiray.labels import BINARY
 from sentiray.ui import APP_PATH
 from sentiray.ui.endpoint import (
     ENV_ENDPOINT,
@@ -23,7 +23,7 @@ from sentiray.ui.endpoint import (
     score_frame,
 )
 from tests.integration.conftest import ServeInstance, free_port, wait_healthy
-from tests.support import THREE_LABELS, write_label_set_artifact
+from tests.label_models import THREE, write_labelled_artifact
 
 POSITIVE = "a wonderful superb film"
 NEGATIVE = "awful boring dull movie"
@@ -208,7 +208,7 @@ def three_label_endpoint(
     from serve.app import build_app
     from serve.schemas import AppArgs
 
-    artifact = write_label_set_artifact(tmp_path_factory.mktemp("three-labels") / "artifact", tiny_model_dir)
+    artifact = write_labelled_artifact(tmp_path_factory.mktemp("three-labels") / "artifact", tiny_model_dir, THREE)
     args = AppArgs(model=artifact, max_batch_size=8, max_inputs=3)
     app = build_app(args, model_options={"ray_actor_options": {"num_cpus": 1}})
     serve.run(app, name="three-labels", route_prefix="/three-labels")
@@ -269,7 +269,7 @@ def test_rows_refused_by_a_three_label_endpoint_carry_its_reason(three_label_end
     client = EndpointClient(UiSettings(endpoint=three_label_endpoint))
     try:
         labels = labels_from_info(client.info())
-        assert labels == LabelSet.of(THREE_LABELS)
+        assert labels == THREE
         long_text = " ".join([POSITIVE] * 100)
         df = pd.DataFrame({"text": [NEGATIVE, long_text, POSITIVE]})
         table = score_frame(client, df, "text", labels=labels, chunk_size=3, truncate=False)
