@@ -556,13 +556,13 @@ def entrypoint_bundles(entrypoint: str) -> tuple[list[dict[str, float]], str] | 
         bundle = {"CPU": float(cfg.run.cpus_per_worker), "GPU": 1.0 if cfg.run.use_gpu else 0.0}
         return [bundle] * cfg.run.num_workers, f"{cfg.run.num_workers} train worker(s) of {bundle}"
     if argv[:3] == ["python", "-m", "ray_jobs.score"]:
+        from sentiray.score_config import ScoreConfig, add_score_arguments
+
         parser = argparse.ArgumentParser(exit_on_error=False)
-        parser.add_argument("--cpus-per-actor", type=float, default=1.0)
-        parser.add_argument("--use-gpu", action="store_true")
-        parser.add_argument("--min-actors", type=int, default=1)
-        args, _ = parser.parse_known_args(argv[3:])
-        bundle = {"CPU": args.cpus_per_actor, "GPU": 1.0 if args.use_gpu else 0.0}
-        return [bundle] * args.min_actors, f"{args.min_actors} scoring actor(s) of {bundle}"
+        add_score_arguments(parser)  # the job's own flags: a chart passing one it lacks fails here
+        score = ScoreConfig.from_args(parser.parse_args(argv[3:]))
+        bundle = {"CPU": float(score.cpus_per_actor), "GPU": 1.0 if score.use_gpu else 0.0}
+        return [bundle] * score.min_actors, f"{score.min_actors} scoring actor(s) of {bundle}"
     return None
 
 

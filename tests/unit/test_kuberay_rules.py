@@ -241,6 +241,18 @@ def test_rayjob_rule_catches_train_workers_larger_than_the_pods() -> None:
     assert any("no preRunningDeadlineSeconds" in f for f in _findings(objects, "rayjob"))
 
 
+def test_rayjob_rule_reads_the_scoring_flags_with_the_jobs_own_parser() -> None:
+    objects = kustomize_objects(REPO / "k8s" / "score")
+    job = _kind(objects, "RayJob")["spec"]
+    assert _findings(objects, "rayjob") == []
+    job["entrypoint"] += " --min-actors 64"
+    assert any("64 scoring actor(s) of {'CPU': 2.0, 'GPU': 0.0}" in f for f in _findings(objects, "rayjob"))
+    # A flag the job does not have is a broken entrypoint, not one the rule skips.
+    job["entrypoint"] = job["entrypoint"].replace("--min-actors 64", "--actors 2")
+    with pytest.raises(SystemExit):
+        _findings(objects, "rayjob")
+
+
 def test_volume_rule_catches_a_read_write_once_claim_on_several_nodes() -> None:
     objects = chart_objects(
         "sentiray-train", {"workers": {"replicas": 1}, "storage": {"pvc": {"accessModes": ["ReadWriteOnce"]}}}
