@@ -237,6 +237,28 @@ class MultiNodeCluster:
         found = {name: node.worker_titles(prefix) for name, node in self.nodes.items() if node.alive()}
         return {name: titles for name, titles in found.items() if titles}
 
+    def worker_node_ids(self, prefix: str) -> dict[str, list[str]]:
+        """{node id: titles} of the cluster's Ray workers titled `ray::<prefix>...`, on the autoscaler's
+        nodes too (they run under the head's monitor, so under the head). A worker's parent is its node's
+        raylet, whose command line names the node (`--node_id=<hex>`, as the GCS lists it). Read from the
+        processes, so a worker that lived a few seconds is seen where the state API could miss it."""
+        import psutil
+
+        found: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            if not node.alive():
+                continue
+            for pid, title in node.processes().items():
+                if not title.startswith(f"ray::{prefix}"):
+                    continue
+                with contextlib.suppress(psutil.Error):
+                    parent = psutil.Process(pid).parent()
+                    raylet = parent.cmdline() if parent is not None else []
+                    node_id = next((a.split("=", 1)[1] for a in raylet if a.startswith("--node_id=")), None)
+                    if node_id:
+                        found.setdefault(node_id, []).append(title)
+        return found
+
     def actor_nodes(self, class_name: str) -> list[str]:
         """Node names hosting the live actors of `class_name` (one entry per actor)."""
         from ray.util.state import list_actors
