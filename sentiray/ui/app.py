@@ -12,19 +12,8 @@ from typing import Any
 import streamlit as st
 
 from sentiray.errors import InputError, SentirayError
-from sentiray.ui.endpoint import (
-    BATCH_TYPES,
-    DEFAULT_CHUNK,
-    ERROR_COLUMN,
-    EndpointClient,
-    EndpointError,
-    Problem,
-    UiSettings,
-    guess_text_column,
-    labels_from_info,
-    read_batch_file,
-    score_frame,
-)
+from sentiray.ui.batch import BATCH_TYPES, DEFAULT_CHUNK, ERROR_COLUMN, guess_text_column, read_batch_file, score_frame
+from sentiray.ui.endpoint import EndpointClient, EndpointError, Problem, UiSettings, labels_from_info
 
 EXAMPLES = {
     "Glowing": "A wonderful, superb film. The cast is brilliant and the story stayed with me for days.",

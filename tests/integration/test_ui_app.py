@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from sentiray.labels import BINARY
 from sentiray.ui import APP_PATH
+from sentiray.ui.batch import score_frame
 from sentiray.ui.endpoint import (
     ENV_ENDPOINT,
     ENV_TOKEN,
@@ -20,7 +21,6 @@ from sentiray.ui.endpoint import (
     Problem,
     UiSettings,
     labels_from_info,
-    score_frame,
 )
 from tests.integration.conftest import ServeInstance, free_port, wait_healthy
 from tests.label_models import THREE, write_labelled_artifact
