@@ -7,8 +7,8 @@ A head with no CPUs and three worker nodes (`--node-cpus` each). `python -m ray_
 to it and every process under it: raylet, agents, actors, tasks). What runs where is read from the
 processes' titles (`MultiNodeCluster.workers_titled`), not the state API, which lags on a loaded machine.
 The job must still finish, and the output must hold every input `id` exactly once (rows matched by key,
-not counted). Reported: which nodes held the actors, the job's
-time, rows written, ids missing and duplicated.
+not counted). Reported: which nodes held the actors, the job's time, rows written, ids missing and
+duplicated.
 
     PYTHONPATH=$PWD python -m bench.multinode_score --data ../shared/data/imdb/test.parquet --rows 6000
 
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from bench.common import IMDB_TEST, REPO, bench_parser, write_result
 from bench.multinode_serve import tiny_artifact
-from tests.multinode_cluster import SCORING_A_BLOCK, SCORING_ACTOR, start_cluster
+from tests.multinode_cluster import ScoringWatch, start_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,27 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(cmd, env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         victim = None
-        scored_on: set[str] = set()  # nodes
-        scorers_seen: set[int] = set()  # actor processes seen scoring a block
+        watch = ScoringWatch(cluster)
         all_scored_at: float | None = None
         while proc.poll() is None and time.monotonic() - started < 900:
-            now = cluster.workers_titled(SCORING_ACTOR)
-            busy = {name for name, titles in now.items() if SCORING_A_BLOCK in titles.values()}
-            scored_on |= busy
-            scorers_seen |= {pid for titles in now.values() for pid, t in titles.items() if t == SCORING_A_BLOCK}
-            if all_scored_at is None and len(scorers_seen) >= args.actors:
+            busy = watch.poll()
+            if all_scored_at is None and len(watch.scorers) >= args.actors:
                 all_scored_at = time.monotonic()
-            if victim is None and args.kill_after >= 0 and all_scored_at is not None and busy and (
-                time.monotonic() - all_scored_at >= args.kill_after
-            ):
+            ready = all_scored_at is not None and time.monotonic() - all_scored_at >= args.kill_after
+            if victim is None and args.kill_after >= 0 and ready and busy:
                 victim = sorted(busy)[0]  # scoring a block this moment: its work in flight is lost with it
-                figures["actor_nodes_at_kill"] = sorted(now)
+                figures["actor_nodes_at_kill"] = sorted(watch.hosts)
                 figures["killed_after_s"] = round(time.monotonic() - started, 1)
                 cluster.nodes[victim].kill()
             time.sleep(0.1)
         log, _ = proc.communicate(timeout=60)
         figures.update(
-            victim=victim, scored_on=sorted(scored_on), returncode=proc.returncode,
+            victim=victim, scored_on=sorted(watch.scored_on), returncode=proc.returncode,
             job_s=round(time.monotonic() - started, 1),
         )
         if proc.returncode != 0:

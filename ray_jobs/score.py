@@ -38,10 +38,9 @@ from sentiray.scored import ERROR_COLUMN, ScoredSchema
 
 RESULT_PREFIX = "SENTIRAY_SCORE_RESULT "
 BAD_EXAMPLES = 5
-# Rows of a block that the actor pool hands out = batches * batch_size. Eight batches keep Ray Data's
-# per-block cost (a task submission, a few ms) small next to the block's forward passes, on a CPU actor
-# (seconds) and on a GPU one with big batches (tenths of a second), while a big file still makes many
-# blocks for the pool to spread.
+# Rows of a block that the actor pool hands out = batches * batch_size. A few batches per block keep Ray
+# Data's per-block cost (one task submission) small next to the block's forward passes, while a big file
+# still makes many blocks for the pool to spread.
 BATCHES_PER_BLOCK = 8
 DESCRIPTION = (
     "Score a table of reviews with a sentiray artifact on Ray Data and write parquet with label, score, "
@@ -200,11 +199,10 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     ds = read_input(cfg, fmt)
     _check_columns(ds, cfg, schema)
     low, high = _pool_size(cfg)
-    # Ray Data reads a parquet file as one block whatever its row groups (2.60's ReadFilesParquetV2; seen
-    # here: one 8,000-row file, one block, and a warning that the pool "only received 1 input(s)"). A block
-    # goes to one actor, so a single input file was scored by one actor while the others idled, and a lost
-    # node took the whole file's work with it. Blocks of a few batches give every actor work from the start
-    # and bound what a lost actor's retry redoes; the streaming split keeps block order (preserve_order).
+    # Ray Data 2.60 reads a parquet file as one block whatever its row groups, and a block goes to one
+    # actor: a single input file was scored by one actor while the others idled (docs/reliability.md,
+    # "Scoring"). Blocks of a few batches give every actor work from the start and bound what a lost
+    # actor's retry redoes; the streaming split keeps block order (preserve_order).
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size * BATCHES_PER_BLOCK)
     print(
         f"scoring {cfg.input} -> {cfg.output} with {cfg.model} (base {manifest.base_model}), "

@@ -68,7 +68,19 @@ class Node:
             self.process.wait(timeout=10)
 
     def processes(self) -> dict[int, str]:
-        """{pid: command line} of the node's processes other than `ray start` itself.
+        """{pid: command line} of the node's processes other than `ray start` itself: those under it
+        (`tree`) and any still naming the node's temp dir (its raylet socket), in case one was orphaned."""
+        import psutil
+
+        found = self.tree()
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = proc.info["cmdline"] or ()
+            if proc.info["pid"] != self.process.pid and any(self.temp_dir in arg for arg in cmdline):
+                found[proc.info["pid"]] = " ".join(cmdline).strip()
+        return found
+
+    def tree(self) -> dict[int, str]:
+        """{pid: command line} of every process under the node's `ray start`.
 
         The raylet starts every worker (tasks, actors, replicas) and agent as its child, each in a process
         group of its own, so the node's group does not hold them: they outlived the raylet for a moment
@@ -76,8 +88,7 @@ class Node:
         stops them at once. And Ray renames a worker's process to `ray::<actor class or task>[.<method>]`
         (`setproctitle` in python/ray/_raylet.pyx), which overwrites its command line, so only the process
         tree tells which node a worker belongs to (checked here: an actor `ray::Foo.f`, child of its
-        node's raylet, no temp dir in its command line). A process still naming the node's temp dir (its
-        raylet socket) counts too, in case it was orphaned already.
+        node's raylet, no temp dir in its command line).
         """
         import psutil
 
@@ -86,16 +97,14 @@ class Node:
             for child in psutil.Process(self.process.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     found[child.pid] = " ".join(child.cmdline()).strip()
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = proc.info["cmdline"] or ()
-            if proc.info["pid"] != self.process.pid and any(self.temp_dir in arg for arg in cmdline):
-                found[proc.info["pid"]] = " ".join(cmdline).strip()
         return found
 
     def worker_titles(self, prefix: str) -> dict[int, str]:
         """{pid: title} of the node's Ray workers whose title starts with `ray::<prefix>`: what they run now,
-        with no state-API lag (an actor reads `ray::<class>` idle and `ray::<class>.<method>` in a call)."""
-        return {pid: cmd for pid, cmd in self.processes().items() if cmd.startswith(f"ray::{prefix}")}
+        with no state-API lag (an actor reads `ray::<class>` idle and `ray::<class>.<method>` in a call).
+        Only the node's own tree is read, not the whole process table: tests poll this several times a
+        second on a 2-core machine."""
+        return {pid: cmd for pid, cmd in self.tree().items() if cmd.startswith(f"ray::{prefix}")}
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -248,9 +257,7 @@ class MultiNodeCluster:
         for node in self.nodes.values():
             if not node.alive():
                 continue
-            for pid, title in node.processes().items():
-                if not title.startswith(f"ray::{prefix}"):
-                    continue
+            for pid, title in node.worker_titles(prefix).items():
                 with contextlib.suppress(psutil.Error):
                     parent = psutil.Process(pid).parent()
                     raylet = parent.cmdline() if parent is not None else []
@@ -349,6 +356,26 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+@dataclass
+class ScoringWatch:
+    """The scoring job's actors, followed from their process titles while it runs (`poll` each moment)."""
+
+    cluster: MultiNodeCluster
+    hosts: set[str] = field(default_factory=set)  # nodes that held a scoring actor
+    scored_on: set[str] = field(default_factory=set)  # nodes whose actor was seen scoring a block
+    scorers: set[int] = field(default_factory=set)  # actor processes seen scoring a block
+
+    def poll(self) -> set[str]:
+        """The nodes whose actor is scoring a block this moment."""
+        now = self.cluster.workers_titled(SCORING_ACTOR)
+        self.hosts |= set(now)
+        scoring = {pid: name for name, titles in now.items() for pid, t in titles.items() if t == SCORING_A_BLOCK}
+        self.scorers |= set(scoring)
+        busy = set(scoring.values())
+        self.scored_on |= busy
+        return busy
 
 
 # --- the autoscaler in the loop: autoscaler v2 adding and removing fake worker nodes --------------------------

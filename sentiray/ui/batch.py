@@ -111,35 +111,31 @@ def score_frame(
         except ValueError as e:
             raise EndpointError(Problem.SERVER, f"/predict answered {e} (from /info)") from e
 
-    def refuse(i: int, e: EndpointError) -> None:
-        scored.set_error(i, REFUSED + (e.reason or e.detail))
-
-    def score_chunk(idx: list[int]) -> None:
-        pending = list(idx)
-        while pending:
+    def score_rows(rows: list[int]) -> None:
+        """Score `rows` in one request. A refusal that names its row marks that row and sends the rest
+        again; one that names none (an older endpoint, a count limit) is narrowed down row by row."""
+        while rows:
             try:
-                ranked = client.predict([texts[i] for i in pending], truncate=truncate)
+                answers = client.predict([texts[i] for i in rows], truncate=truncate)
             except EndpointError as e:
                 if e.problem is not Problem.REFUSED:
                     raise
-                if e.index is not None and 0 <= e.index < len(pending):
-                    refuse(pending.pop(e.index), e)
-                    continue
-                for i in pending:  # no row named: find the row(s) the endpoint refuses one by one
-                    try:
-                        store(i, client.classify(texts[i], truncate=truncate))
-                    except EndpointError as row_error:
-                        if row_error.problem is not Problem.REFUSED:
-                            raise
-                        refuse(i, row_error)
-                return
-            for i, answer in zip(pending, ranked, strict=True):
+                if e.index is not None and 0 <= e.index < len(rows):
+                    scored.set_error(rows.pop(e.index), REFUSED + (e.reason or e.detail))
+                elif len(rows) == 1:
+                    scored.set_error(rows.pop(), REFUSED + (e.reason or e.detail))
+                else:
+                    for i in rows:
+                        score_rows([i])
+                    return
+                continue
+            for i, answer in zip(rows, answers, strict=True):
                 store(i, answer)
             return
 
     for start in range(0, len(good), max(1, chunk_size)):
         idx = good[start : start + chunk_size]
-        score_chunk(idx)
+        score_rows(list(idx))
         done += len(idx)
         if progress:
             progress(done, n)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.multinode_cluster import FAST_HEALTH_CHECKS, SCORING_A_BLOCK, SCORING_ACTOR, MultiNodeCluster, start_cluster
+from tests.multinode_cluster import FAST_HEALTH_CHECKS, MultiNodeCluster, ScoringWatch, start_cluster
 from tests.support import REPO, synthetic_reviews
 from tests.train_job import job_args, parse_result
 
@@ -76,21 +76,19 @@ def test_scoring_spreads_over_nodes_and_survives_losing_one(
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    hosts: set[str] = set()  # nodes that ever held a scoring actor
-    scored_on: set[str] = set()  # nodes whose actor was seen scoring a block
+    watch = ScoringWatch(cluster)
     victim = ""
     try:
         deadline = time.monotonic() + 300
         while not victim:
             if proc.poll() is not None:
-                pytest.fail(f"the job ended before both actors were seen scoring ({scored_on}): "
-                            f"{proc.stdout.read()[-3000:] if proc.stdout else ''}")
-            assert time.monotonic() < deadline, f"two actors never scored at once: {hosts}, {scored_on}"
-            now = cluster.workers_titled(SCORING_ACTOR)
-            hosts |= set(now)
-            busy = {name for name, titles in now.items() if SCORING_A_BLOCK in titles.values()}
-            scored_on |= busy
-            if len(scored_on) >= 2 and busy:
+                pytest.fail(
+                    f"the job ended before both actors were seen scoring ({watch.scored_on}): "
+                    f"{proc.stdout.read()[-3000:] if proc.stdout else ''}"
+                )
+            assert time.monotonic() < deadline, f"two actors never scored at once: {watch.hosts}, {watch.scored_on}"
+            busy = watch.poll()
+            if len(watch.scored_on) >= 2 and busy:
                 victim = sorted(busy)[0]  # scoring a block this moment: its work in flight is lost with it
                 cluster.nodes[victim].kill()
             time.sleep(0.1)
@@ -101,14 +99,14 @@ def test_scoring_spreads_over_nodes_and_survives_losing_one(
             proc.kill()
     assert proc.returncode == 0, log[-4000:]
     # One CPU per actor and per node: the pool sat on two worker nodes, none on the head.
-    assert len(scored_on) == 2 and "head" not in hosts, (hosts, scored_on)
+    assert len(watch.scored_on) == 2 and "head" not in watch.hosts, (watch.hosts, watch.scored_on)
     assert cluster.wait_for_dead(victim) >= 0  # the node really was lost, not just slow
     table = pq.read_table(output)
     counts = collections.Counter(table.column("id").to_pylist())
     missing = set(range(ROWS)) - set(counts)
     duplicated = {k: n for k, n in counts.items() if n > 1}
     job_s = time.monotonic() - started
-    print(f"\nactors scored on {sorted(scored_on)}; {victim} killed mid-block {killed_after:.1f}s into the job; "
+    print(f"\nactors scored on {sorted(watch.scored_on)}; {victim} killed mid-block {killed_after:.1f}s into the job; "
           f"job {job_s:.1f}s; {len(counts)} ids written, {len(missing)} missing, {len(duplicated)} duplicated")
     record_property("killed_after_s", round(killed_after, 1))
     record_property("job_s", round(job_s, 1))
